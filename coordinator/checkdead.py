@@ -1,0 +1,32 @@
+"""Go's checkdead (proc.go): the deadlock detector, run with sched.lock held."""
+from __future__ import annotations
+
+from protocol.throw import Throw
+
+from .sched import _Grunnable, _Grunning, _Gsyscall, _Gwaiting, Sched
+
+
+def checkdead(sched: Sched) -> None:
+    """Go's checkdead: throw when no M is running and no goroutine can ever run again.
+    An M whose ID is reserved but whose process has not started yet counts as running (#40368);
+    sysmon and the template thread (nmsys) never do."""
+    run = sched.mcount() - sched.nmidle - sched.nmidlelocked - sched.nmsys
+    if run > 0:
+        return
+    if run < 0:
+        raise Throw("checkdead: inconsistent counts", prints=(
+            f"runtime: checkdead: nmidle={sched.nmidle} nmidlelocked={sched.nmidlelocked} "
+            f"mcount={sched.mcount()} nmsys={sched.nmsys}",))
+    grunning = 0
+    for gp in sched.allgs:
+        if gp.status == _Gwaiting:
+            grunning += 1
+        elif gp.status in (_Grunnable, _Grunning, _Gsyscall):
+            raise Throw("checkdead: runnable g",
+                        prints=(f"runtime: checkdead: find g {gp.goid} in status {gp.status}",))
+    if grunning == 0:
+        raise Throw("no goroutines (main called runtime.Goexit) - deadlock!")
+    # Go returns here if any P still has timers; our sleeping goroutines' timers are global.
+    if sched.timers:
+        return
+    raise Throw("all goroutines are asleep - deadlock!", prints=())

@@ -1,0 +1,266 @@
+"""The core's front door: schedinit, and `step(sched, event, now) -> effects`.
+
+An event is an M's message (already decoded by protocol/), the agent's report that an M's process
+is gone, a sysmon tick or a timer. `step` checks that the event makes sense for the state (an M
+that exists, in the right epoch, doing what its message says) before changing anything: a bad
+event raises BadEvent and leaves the state as it was. A Go throw becomes a Fatal effect.
+No I/O, no clock (now is passed in, in Go nanoseconds), no randomness but sched.rng (seeded).
+"""
+from __future__ import annotations
+
+import random
+
+from protocol.throw import Throw
+
+from . import effects as fx
+from .checkdead import checkdead
+from .lockosthread import LockOSThread, UnlockOSThread, goexit0
+from .proc import allocm
+from .runq import runqput
+from .sched import (_Gdead, _Grunning, _Gsyscall, _Prunning, G, M, P, Sched, waitReasonSelectNoCases,
+                    waitReasonSemacquire, waitReasonSleep)
+from .schedule import goschedImpl, mstart1, newproc, park_m, woken
+from .syscall import entersyscall, entersyscallblock, exitsyscall
+from .sysmon import addtimer, sysmon_tick, sysmon_wake, timers_fire
+
+
+class BadEvent(ValueError):
+    """An event that does not fit the state (unknown M, stale epoch, wrong goroutine...). One line."""
+
+
+GOPARK_REASONS = {"sleep": waitReasonSleep, "park": waitReasonSelectNoCases, "wait": waitReasonSemacquire}
+
+
+def schedinit(gomaxprocs: int, programs: dict, hosts: dict[str, int], maxmcount: int = 10000,
+              seed: int = 1, schedtrace_ms: int = 0, scheddetail: bool = False) -> tuple[Sched, list]:
+    """Go's schedinit + procresize + newproc(runtime.main) + sysmon's newm, up to m0's start.
+    `hosts` maps each host to the number of g0 stack slots in its arena. m0 gets P0 (procresize);
+    goroutine 1 runs program "main"; sysmon is a virtual M (nmsys). Effect: fork m0 on the first host."""
+    if "main" not in programs:
+        raise ValueError('programs: a "main" program is required')
+    sched = Sched(gomaxprocs=gomaxprocs, maxmcount=maxmcount, seed=seed,
+                  schedtrace_ms=schedtrace_ms, scheddetail=scheddetail, rng=random.Random(seed))
+    sched.programs = programs
+    sched.hosts = list(hosts)
+    sched.stackfree_slots = {h: list(range(n)) for h, n in hosts.items()}
+    sched.allp = [P(id=i) for i in range(gomaxprocs)]
+    m0 = allocm(sched, None, -1, sched.hosts[0])
+    sched.m0 = m0
+    p0 = sched.allp[0]
+    m0.p, p0.m, p0.status = p0, m0, _Prunning
+    for p in reversed(sched.allp[1:]):  # procresize: pidleput from the last P down
+        sched.pidle.append(p)
+        sched.npidle += 1
+    sched.goidgen = 1
+    main = G(goid=1, prog="main")
+    sched.allgs.append(main)
+    sched.stats["goroutines_created"] += 1
+    runqput(sched, p0, main, True)
+    sysmonm = allocm(sched, "sysmon", -1, sched.hosts[0], virtual=True)
+    sysmonm.started = True
+    sched.sysmonm = sysmonm
+    sched.nmsys += 1  # sysmon: lock; nmsys++; checkdead(); unlock
+    checkdead(sched)
+    sched.mainStarted = True
+    sched.stats["ms_created"] += 1
+    effects = [fx.Fork(m=m0.id, forker=None, host=m0.host, nextp=-1, spinning=False, slot=m0.slot,
+                       epoch=m0.epoch, template=False)]
+    return sched, effects
+
+
+def step(sched: Sched, ev: dict, now: int) -> list:
+    """Handle one event at Go time `now` (ns); return the effects. Raises BadEvent, touching nothing,
+    when the event does not fit the state."""
+    handler = _HANDLERS.get(ev.get("t"))
+    if handler is None:
+        raise BadEvent(f"core: no handler for event type {ev.get('t')!r}")
+    prepare = _PREPARE.get(ev["t"], _m_running_g)
+    ctx = prepare(sched, ev)
+    sched.now = max(sched.now, now)
+    sched.fx = []
+    try:
+        handler(sched, ev, *ctx)
+    except Throw as t:
+        sched.fx.append(fx.Fatal(t.message, tuple(t.lines())))
+    out, sched.fx = sched.fx, []
+    return out
+
+
+# --- checks: each returns the records the handler needs, or raises BadEvent -------------------------
+
+def _m(sched: Sched, ev: dict) -> M:
+    mid = ev.get("m")
+    mp = sched.allm.get(mid) if isinstance(mid, int) else None
+    if mp is None or mp.virtual:
+        raise BadEvent(f"core: {ev['t']}: no M {mid!r}")
+    if ev.get("epoch", mp.epoch) != mp.epoch:
+        raise BadEvent(f"core: {ev['t']}: M{mid} epoch {ev.get('epoch')} is stale (current {mp.epoch})")
+    if not mp.started and ev["t"] != "hello":
+        raise BadEvent(f"core: {ev['t']}: M{mid} has not started")
+    return mp
+
+
+def _m_running_g(sched: Sched, ev: dict, status: int = _Grunning) -> tuple[M, G]:
+    mp = _m(sched, ev)
+    gp = mp.curg
+    if mp.blocked or gp is None or gp.goid != ev.get("g") or gp.status != status:
+        raise BadEvent(f"core: {ev['t']}: M{mp.id} is not running goroutine {ev.get('g')!r}")
+    if status == _Grunning and mp.p is None:
+        raise BadEvent(f"core: {ev['t']}: M{mp.id} has no P")
+    return mp, gp
+
+
+def _prep_hello(sched: Sched, ev: dict) -> tuple[M]:
+    mp = _m(sched, ev)
+    if mp.started:
+        raise BadEvent(f"core: hello: M{mp.id} has already started")
+    return (mp,)
+
+
+def _prep_woken(sched: Sched, ev: dict) -> tuple[M]:
+    mp = _m(sched, ev)
+    if not mp.blocked or mp.park.key == 0 or mp.nextp is None and mp.parked != "m0":
+        raise BadEvent(f"core: woken: M{mp.id} was not woken")
+    return (mp,)
+
+
+def _prep_exitsyscall(sched: Sched, ev: dict) -> tuple[M, G]:
+    return _m_running_g(sched, ev, _Gsyscall)
+
+
+def _prep_newproc(sched: Sched, ev: dict) -> tuple[M, G]:
+    if ev.get("prog") not in sched.programs:
+        raise BadEvent(f"core: newproc: no program {ev.get('prog')!r}")
+    return _m_running_g(sched, ev)
+
+
+def _prep_gopark(sched: Sched, ev: dict) -> tuple[M, G]:
+    if ev.get("reason") not in GOPARK_REASONS:
+        raise BadEvent(f"core: gopark: reason {ev.get('reason')!r} is not one of {sorted(GOPARK_REASONS)}")
+    return _m_running_g(sched, ev)
+
+
+def _prep_mexited(sched: Sched, ev: dict) -> tuple[M]:
+    mid = ev.get("m")
+    for mp in sched.freem:
+        if mp.id == mid:
+            return (mp,)
+    mp = sched.allm.get(mid)
+    if mp is None or mp.virtual:
+        raise BadEvent(f"core: mexited: no M {mid!r}")
+    return (mp,)
+
+
+def _prep_none(sched: Sched, ev: dict) -> tuple:
+    return ()
+
+
+# --- handlers ---------------------------------------------------------------------------------------
+
+def _save_pos(gp: G, ev: dict) -> None:
+    pos = ev.get("pos")
+    if pos is not None:
+        gp.pc, gp.loops, gp.left = pos["pc"], list(pos["loops"]), pos["left"]
+
+
+def _on_hello(sched: Sched, ev: dict, mp: M) -> None:
+    mp.pid = ev.get("pid", 0)
+    mstart1(sched, mp)
+
+
+def _on_woken(sched: Sched, ev: dict, mp: M) -> None:
+    woken(sched, mp)
+
+
+def _on_entersyscall(sched: Sched, ev: dict, mp: M, gp: G) -> None:
+    _save_pos(gp, ev)
+    entersyscall(sched, mp, bool(ev.get("cgo")))
+
+
+def _on_exitsyscall(sched: Sched, ev: dict, mp: M, gp: G) -> None:
+    exitsyscall(sched, mp)
+
+
+def _on_entersyscallblock(sched: Sched, ev: dict, mp: M, gp: G) -> None:
+    _save_pos(gp, ev)
+    entersyscallblock(sched, mp)
+
+
+def _on_newproc(sched: Sched, ev: dict, mp: M, gp: G) -> None:
+    _save_pos(gp, ev)
+    newproc(sched, mp, ev["prog"], ev["n"])
+    sched.fx.append(fx.Cont(mp.id))
+
+
+def _on_lock(sched: Sched, ev: dict, mp: M, gp: G) -> None:
+    _save_pos(gp, ev)
+    LockOSThread(sched, mp, gp)
+
+
+def _on_unlock(sched: Sched, ev: dict, mp: M, gp: G) -> None:
+    _save_pos(gp, ev)
+    UnlockOSThread(sched, mp, gp)
+
+
+def _on_gopark(sched: Sched, ev: dict, mp: M, gp: G) -> None:
+    _save_pos(gp, ev)
+    reason = ev["reason"]
+    if reason == "wait" and gp.live_children == 0:
+        sched.fx.append(fx.Cont(mp.id))  # WaitGroup already at zero: no park
+        return
+    if reason == "sleep":
+        addtimer(sched, gp, sched.now + ev.get("us", 0) * 1000)
+    park_m(sched, mp, gp, GOPARK_REASONS[reason])
+
+
+def _on_gosched(sched: Sched, ev: dict, mp: M, gp: G) -> None:
+    _save_pos(gp, ev)
+    goschedImpl(sched, mp, gp)
+
+
+def _on_goexit(sched: Sched, ev: dict, mp: M, gp: G) -> None:
+    _save_pos(gp, ev)
+    if gp.goid == 1 and gp.pc >= len(sched.programs["main"]):
+        # main returned: Go's runtime.main calls exit(0), whatever else is running.
+        gp.status = _Gdead
+        sched.stats["goroutines_completed"] += 1
+        sched.exit_code = 0
+        sched.fx.append(fx.ProgramExit(0))
+        return
+    goexit0(sched, mp, gp)
+
+
+def _on_mexited(sched: Sched, ev: dict, mp: M) -> None:
+    """The host agent saw the M's process end: exitThread's store of 0 into m.freeWait."""
+    mp.pid = 0
+    if mp.exited:
+        mp.freeWait = 0
+        return
+    raise Throw(f"M{mp.id} died unexpectedly",
+                prints=(f"gmpsim: M{mp.id} (pid {ev.get('pid')}) exited with status {ev.get('status')}",))
+
+
+def _on_sysmon(sched: Sched, ev: dict) -> None:
+    sysmon_tick(sched)
+
+
+def _on_sysmon_wake(sched: Sched, ev: dict) -> None:
+    sysmon_wake(sched)
+
+
+def _on_timers(sched: Sched, ev: dict) -> None:
+    timers_fire(sched)
+
+
+_HANDLERS = {
+    "hello": _on_hello, "woken": _on_woken, "entersyscall": _on_entersyscall,
+    "exitsyscall": _on_exitsyscall, "entersyscallblock": _on_entersyscallblock, "newproc": _on_newproc,
+    "lockosthread": _on_lock, "unlockosthread": _on_unlock, "gopark": _on_gopark, "gosched": _on_gosched,
+    "goexit": _on_goexit, "mexited": _on_mexited, "sysmon": _on_sysmon, "sysmon_wake": _on_sysmon_wake,
+    "timers": _on_timers,
+}
+_PREPARE = {
+    "hello": _prep_hello, "woken": _prep_woken, "exitsyscall": _prep_exitsyscall,
+    "newproc": _prep_newproc, "gopark": _prep_gopark, "mexited": _prep_mexited,
+    "sysmon": _prep_none, "sysmon_wake": _prep_none, "timers": _prep_none,
+}

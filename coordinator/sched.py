@@ -1,0 +1,175 @@
+"""The scheduler's state: Go's `schedt`, `m`, `p` and `g` (runtime2.go), as plain records.
+
+Everything here is data. The functions that change it live in the other modules of the core
+(proc.py, runq.py, schedule.py, syscall.py, lockosthread.py, sysmon.py); none of them touches
+a socket, a clock or a process. The coordinator's single event loop is `sched.lock`.
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from .note import Note
+
+# P status codes (runtime2.go).
+_Pidle, _Prunning, _Psyscall, _Pgcstop, _Pdead = 0, 1, 2, 3, 4
+
+# G status codes (runtime2.go); 5 (_Gmoribund_unused) and 7 (_Genqueue_unused) are unused in Go too.
+_Gidle, _Grunnable, _Grunning, _Gsyscall, _Gwaiting, _Gdead = 0, 1, 2, 3, 4, 6
+
+# Wait reasons (runtime2.go waitReasonStrings) for the ops that park a goroutine.
+waitReasonZero = ""
+waitReasonSelectNoCases = "select (no cases)"
+waitReasonSleep = "sleep"
+waitReasonSemacquire = "semacquire"  # sync.WaitGroup.Wait: the "wait" op
+
+_LOCAL_RUNQ_SIZE = 256  # len(p.runq) in runtime2.go
+forcePreemptNS = 10_000_000  # proc.go: a G runs at most 10ms before sysmon preempts it
+syscallLazyNS = 10_000_000  # retake: "syscallwhen+10*1000*1000 > now"
+
+
+@dataclass(eq=False)
+class SysmonTick:
+    """Go's `sysmontick`: what sysmon saw of a P on its last pass."""
+    schedtick: int = 0
+    schedwhen: int = 0
+    syscalltick: int = 0
+    syscallwhen: int = 0
+
+
+@dataclass(eq=False)
+class G:
+    """Go's `g`, reduced to what the M machinery needs plus the goroutine's place in its program."""
+    goid: int
+    prog: str
+    status: int = _Grunnable
+    waitreason: str = waitReasonZero
+    m: M | None = None  # the M running it (gp.m)
+    lockedm: M | None = None
+    # Position in the program (protocol/ops.py): instruction index, loop counters, µs left of a timed op.
+    pc: int = 0
+    loops: list[int] = field(default_factory=list)
+    left: int = 0
+    parent: G | None = None
+    live_children: int = 0  # goroutines it started that have not exited ("wait" op)
+    preempt: bool = False  # gp.preempt: sysmon asked it to yield
+
+
+@dataclass(eq=False)
+class P:
+    """Go's `p`: the right to run Go code."""
+    id: int
+    status: int = _Pidle
+    m: M | None = None
+    runq: deque = field(default_factory=deque)  # bounded at _LOCAL_RUNQ_SIZE; overflow goes global
+    runnext: G | None = None
+    schedtick: int = 0
+    syscalltick: int = 0
+    sysmontick: SysmonTick = field(default_factory=SysmonTick)
+    gfreecnt: int = 0
+
+
+@dataclass(eq=False)
+class M:
+    """Go's `m`: one OS thread, here one worker process (or, for sysmon and the template thread,
+    a part of the coordinator / the host agent: `virtual`)."""
+    id: int
+    host: str = "local"
+    epoch: int = 1
+    p: P | None = None
+    nextp: P | None = None
+    oldp: P | None = None
+    spinning: bool = False
+    blocked: bool = False  # inside notesleep (scheddetail's blocked=)
+    lockedg: G | None = None
+    lockedExt: int = 0
+    lockedInt: int = 0
+    incgo: bool = False
+    curg: G | None = None
+    park: Note = field(default_factory=Note)
+    freeWait: int = 0
+    mstartfn: str | None = None  # "mspinning", "sysmon", "templateThread" or None
+    syscalltick: int = 0
+    slot: int = -1  # its g0 stack's slot in the host's arena (-1: no stack of ours)
+    virtual: bool = False  # no worker process of its own (sysmon, template thread)
+    started: bool = False  # mstart has run (it said hello)
+    parked: str = ""  # why it sleeps on m.park: "stopm", "stoplockedm", "m0"
+    exited: bool = False
+    pid: int = 0
+
+
+@dataclass(eq=False)
+class NewmHandoff:
+    """Go's `newmHandoff`: Ms that a locked or cgo thread asked the template thread to create."""
+    newm: list[M] = field(default_factory=list)
+    waiting: bool = False
+    wake: Note = field(default_factory=Note)
+    haveTemplateThread: int = 0
+
+
+@dataclass(eq=False)
+class Sched:
+    """Go's `schedt` plus the globals the M machinery reads (allm, allp, allgs, gomaxprocs)."""
+    gomaxprocs: int
+    maxmcount: int = 10000
+    seed: int = 1
+    schedtrace_ms: int = 0
+    scheddetail: bool = False
+
+    mnext: int = 0
+    nmfreed: int = 0
+    nmsys: int = 0
+    nmidlelocked: int = 0
+    midle: list[M] = field(default_factory=list)  # LIFO, as Go's schedlink list
+    nmidle: int = 0
+    pidle: list[P] = field(default_factory=list)  # LIFO, as Go's p.link list
+    npidle: int = 0
+    nmspinning: int = 0
+    runq: deque = field(default_factory=deque)  # the global run queue
+    runqsize: int = 0
+    freem: list[M] = field(default_factory=list)
+    newmHandoff: NewmHandoff = field(default_factory=NewmHandoff)
+    gcwaiting: int = 0  # no GC here: always 0, printed by scheddetail
+    stopwait: int = 0
+    sysmonwait: int = 0
+    lastpoll: int = 1  # no netpoller: nobody ever blocks in netpoll, so it is never 0
+
+    allm: dict[int, M] = field(default_factory=dict)
+    allp: list[P] = field(default_factory=list)
+    allgs: list[G] = field(default_factory=list)
+    goidgen: int = 0
+    mainStarted: bool = False
+    m0: M | None = None
+    sysmonm: M | None = None
+    templatem: M | None = None
+
+    # sysmon's loop state (proc.go sysmon: idle, delay) and schedtrace's.
+    sysmon_idle: int = 0
+    sysmon_delay: int = 0
+    lasttrace: int = 0
+    starttime: int = 0
+
+    # Sleeping goroutines: (when_ns, seq, G). Go keeps a timer heap per P; see sysmon.timers_fire.
+    timers: list = field(default_factory=list)
+    timerseq: int = 0
+
+    # g0 stack slots per host: the free slots of each host's arena (allocm / stackfree).
+    stackfree_slots: dict[str, list[int]] = field(default_factory=dict)
+    hosts: list[str] = field(default_factory=list)
+
+    rng: random.Random = field(default_factory=random.Random)
+    stats: Counter = field(default_factory=Counter)
+    # The step being handled: its clock (Go ns, passed in) and the effects it has produced so far.
+    now: int = 0
+    fx: list = field(default_factory=list)
+    exit_code: int | None = None  # set when main returns (Go's exit(0))
+
+    def mcount(self) -> int:
+        """Go's mcount(): Ms created (or reserved) minus those freed."""
+        return self.mnext - self.nmfreed
+
+
+def runqempty(p: P) -> bool:
+    """Go's runqempty."""
+    return p.runnext is None and not p.runq

@@ -1,0 +1,40 @@
+"""Go 1.16's schedtrace(detailed) (proc.go): GODEBUG=schedtrace=X[,scheddetail=1] output, character
+for character, so a gmpsim run can be set beside a real Go program's. (Tip adds needspinning=, pads
+the brackets, appends schedticks=, and prints nil where 1.16 prints -1.)"""
+from __future__ import annotations
+
+from .sched import Sched
+
+
+def _b(v: bool) -> str:
+    return "true" if v else "false"
+
+
+def schedtrace(sched: Sched, detailed: bool) -> str:
+    """Go's schedtrace: the SCHED line, and with scheddetail a line per P, M (allm, newest first) and G."""
+    now = sched.now
+    if sched.starttime == 0:
+        sched.starttime = now or 1
+    out = [f"SCHED {(now - sched.starttime) // 1_000_000}ms: gomaxprocs={sched.gomaxprocs} "
+           f"idleprocs={sched.npidle} threads={sched.mcount()} spinningthreads={sched.nmspinning} "
+           f"idlethreads={sched.nmidle} runqueue={sched.runqsize}"]
+    if detailed:
+        out.append(f" gcwaiting={sched.gcwaiting} nmidlelocked={sched.nmidlelocked} "
+                   f"stopwait={sched.stopwait} sysmonwait={sched.sysmonwait}\n")
+        for i, p in enumerate(sched.allp):
+            mid = p.m.id if p.m is not None else -1
+            out.append(f"  P{i}: status={p.status} schedtick={p.schedtick} syscalltick={p.syscalltick} "
+                       f"m={mid} runqsize={len(p.runq)} gfreecnt={p.gfreecnt} timerslen=0\n")
+        for mp in sorted(sched.allm.values(), key=lambda m: -m.id):
+            pid = mp.p.id if mp.p is not None else -1
+            curg = mp.curg.goid if mp.curg is not None else -1
+            lockedg = mp.lockedg.goid if mp.lockedg is not None else -1
+            out.append(f"  M{mp.id}: p={pid} curg={curg} mallocing=0 throwing=0 preemptoff= locks=0 "
+                       f"dying=0 spinning={_b(mp.spinning)} blocked={_b(mp.blocked)} lockedg={lockedg}\n")
+        for gp in sched.allgs:
+            mid = gp.m.id if gp.m is not None else -1
+            lockedm = gp.lockedm.id if gp.lockedm is not None else -1
+            out.append(f"  G{gp.goid}: status={gp.status}({gp.waitreason}) m={mid} lockedm={lockedm}\n")
+        return "".join(out)
+    out.append(" [" + " ".join(str(len(p.runq)) for p in sched.allp) + "]\n")
+    return "".join(out)

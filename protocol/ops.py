@@ -1,0 +1,248 @@
+"""The goroutine-op vocabulary: what a goroutine "program" may do, and its compiled form.
+
+Both sides need this module: the scenario loader validates and compiles programs, and the
+M process interprets them.  A source program is a nested list of ops (``repeat`` holds a
+body); the compiled form is FLAT, so that where a goroutine stands is just
+``(pc, loops, left)`` -- a program counter, the remaining counts of the enclosing repeats
+(innermost last) and the time left in the current timed op.  That triple is small, msgpack
+friendly, and lets a goroutine be descheduled on one M and resumed on another.
+
+Source ops (durations are microseconds of Go time, whole numbers >= 0)::
+
+    ["run", us]            compute while holding the P
+    ["syscall", us]        a blocking syscall (entersyscall ... exitsyscall)
+    ["syscallblock", us]   entersyscallblock: the P is handed off at once
+    ["cgo", us]            a cgo call
+    ["go", "program", n]   start n >= 1 goroutines running that program (newproc)
+    ["lock"] / ["unlock"]  LockOSThread / UnlockOSThread
+    ["sleep", us]          gopark with a timer
+    ["park"]               gopark forever
+    ["wait"]               park until every goroutine this one started has exited
+    ["exit"]               runtime.Goexit
+    ["repeat", n, [ops]]   run the body n >= 0 times (nested at most 16 deep)
+
+Compiled form: plain ops are copied as lists; ``["repeat", n, body]`` becomes
+``["rep", n, end_pc]``, the compiled body, ``["endrep", body_start_pc]``.  A repeat that can
+run no op at all (``n == 0`` or a body that itself compiles to nothing) compiles to nothing:
+that keeps ``advance`` from ever spinning through empty loops (``repeat 10**7`` of an empty
+body would otherwise cost 10**7 steps with nothing to show), and changes nothing observable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+#: op name -> number of arguments after the name, in the source form.
+OPS: dict[str, int] = {
+    "run": 1,
+    "syscall": 1,
+    "syscallblock": 1,
+    "cgo": 1,
+    "go": 2,
+    "lock": 0,
+    "unlock": 0,
+    "sleep": 1,
+    "park": 0,
+    "wait": 0,
+    "exit": 0,
+    "repeat": 2,
+}
+
+#: ops whose single argument is a duration in Go microseconds.
+TIMED: frozenset[str] = frozenset({"run", "syscall", "syscallblock", "cgo", "sleep"})
+
+#: control instructions that appear only in compiled code.
+CONTROL: frozenset[str] = frozenset({"rep", "endrep"})
+
+#: how each op is written, for error messages.
+USAGE: dict[str, str] = {
+    "run": '["run", us]',
+    "syscall": '["syscall", us]',
+    "syscallblock": '["syscallblock", us]',
+    "cgo": '["cgo", us]',
+    "go": '["go", "program", n]',
+    "lock": '["lock"]',
+    "unlock": '["unlock"]',
+    "sleep": '["sleep", us]',
+    "park": '["park"]',
+    "wait": '["wait"]',
+    "exit": '["exit"]',
+    "repeat": '["repeat", n, [ops...]]',
+}
+
+MAX_INSTRUCTIONS = 100_000
+MAX_REPEAT = 10**7
+MAX_DEPTH = 16
+#: about 11.5 days of Go time: far beyond any run, and well inside msgpack's integers.
+MAX_DURATION_US = 10**12
+MAX_GO = 10**7
+MAX_PROGRAM_NAME = 64
+
+_PROGRAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_PROGRAM_NAME)
+_OP_NAMES = ", ".join(OPS)
+
+
+class OpError(ValueError):
+    """A program is not valid.  ``path`` locates the problem (``programs.main.ops[2][1]``),
+    ``problem`` says what was expected; ``str()`` is one line joining the two."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def format_value(value: object, limit: int = 60) -> str:
+    """Show a value from a scenario file the way it was written (TOML/JSON-like, one line),
+    cut to ``limit`` characters so one error stays one short line."""
+    try:
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int in Python, but `true` is not a number of microseconds.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_duration(value: object, path: str) -> None:
+    if not _is_int(value) or value < 0:
+        raise OpError(path, f"expected a whole number of microseconds >= 0, got {format_value(value)}")
+    if value > MAX_DURATION_US:
+        raise OpError(path, f"expected at most {MAX_DURATION_US} microseconds, got {value}")
+
+
+def check_program_name(name: object, path: str) -> None:
+    """Program names are TOML bare keys: they also travel in messages and show in reports."""
+    if not isinstance(name, str) or not _PROGRAM_NAME.fullmatch(name):
+        raise OpError(
+            path,
+            f"expected a program name of 1 to {MAX_PROGRAM_NAME} letters, digits, '_' or '-', "
+            f"got {format_value(name)}",
+        )
+
+
+def _compile_into(code: list, ops: object, path: str, depth: int, refs: list) -> None:
+    """Append the compiled form of ``ops`` to ``code``; record ``go`` targets in ``refs``."""
+    if not isinstance(ops, list):
+        raise OpError(path, f"expected a list of ops, got {format_value(ops)}")
+    for index, op in enumerate(ops):
+        here = f"{path}[{index}]"
+        if not isinstance(op, list) or not op:
+            raise OpError(here, f'expected an op such as ["run", 100], got {format_value(op)}')
+        name = op[0]
+        if not isinstance(name, str):
+            raise OpError(f"{here}[0]", f"expected an op name (one of {_OP_NAMES}), got {format_value(name)}")
+        if name not in OPS:
+            raise OpError(here, f"unknown op {name!r} (expected one of {_OP_NAMES})")
+        if len(op) != 1 + OPS[name]:
+            raise OpError(here, f"{name!r} is written {USAGE[name]}, got {format_value(op)}")
+        if name in TIMED:
+            _check_duration(op[1], f"{here}[1]")
+            code.append([name, op[1]])
+        elif name == "go":
+            target, count = op[1], op[2]
+            check_program_name(target, f"{here}[1]")
+            if not _is_int(count) or not 1 <= count <= MAX_GO:
+                raise OpError(
+                    f"{here}[2]",
+                    f"expected a whole number of goroutines from 1 to {MAX_GO}, got {format_value(count)}",
+                )
+            refs.append((here, target))
+            code.append(["go", target, count])
+        elif name == "repeat":
+            count, body = op[1], op[2]
+            if not _is_int(count) or not 0 <= count <= MAX_REPEAT:
+                raise OpError(
+                    f"{here}[1]",
+                    f"expected a repeat count from 0 to {MAX_REPEAT}, got {format_value(count)}",
+                )
+            if depth >= MAX_DEPTH:
+                raise OpError(here, f"repeats are nested more than {MAX_DEPTH} deep")
+            rep_pc = len(code)
+            code.append(["rep", count, None])
+            _compile_into(code, body, f"{here}[2]", depth + 1, refs)
+            if count == 0 or len(code) == rep_pc + 1:
+                # Validated, but it can run nothing: leave no trace (see the module docstring).
+                del code[rep_pc:]
+            else:
+                code.append(["endrep", rep_pc + 1])
+                code[rep_pc][2] = len(code)
+        else:
+            code.append([name])
+        if len(code) > MAX_INSTRUCTIONS:
+            raise OpError(path, f"program compiles to more than {MAX_INSTRUCTIONS} instructions")
+
+
+def _compile(name: str, ops: object) -> tuple[list, list]:
+    path = f"programs.{name}.ops"
+    code: list = []
+    refs: list = []
+    _compile_into(code, ops, path, 0, refs)
+    if len(code) > MAX_INSTRUCTIONS:
+        raise OpError(path, f"program compiles to more than {MAX_INSTRUCTIONS} instructions")
+    return code, refs
+
+
+def compile_program(name: str, ops: object) -> list:
+    """Validate one program and return its flat code.  ``go`` targets are not checked here
+    (the other programs are unknown); ``compile_programs`` does that."""
+    check_program_name(name, "programs")
+    return _compile(name, ops)[0]
+
+
+def compile_programs(programs: object) -> dict[str, list]:
+    """Validate and compile every program; every ``go`` must name one of them, and a
+    ``main`` program (goroutine 1) is required."""
+    if not isinstance(programs, dict):
+        raise OpError("programs", f"expected a table of programs, got {format_value(programs)}")
+    compiled: dict[str, list] = {}
+    all_refs: list = []
+    for name, ops in programs.items():
+        check_program_name(name, "programs")
+        code, refs = _compile(name, ops)
+        compiled[name] = code
+        all_refs.extend(refs)
+    for path, target in all_refs:
+        if target not in programs:
+            raise OpError(path, f'"go" names program {target!r}, which is not defined')
+    if "main" not in programs:
+        raise OpError("programs", 'a "main" program is required')
+    return compiled
+
+
+def advance(code: list, pc: int, loops: list) -> tuple[int, list]:
+    """Step over control instructions from ``pc`` until it points at a real op or is
+    ``len(code)`` (the program has ended).  Pure: returns a new ``loops`` list.
+
+    ``rep n end`` pushes n (or, for n == 0, jumps to end); ``endrep start`` decrements the
+    innermost count and jumps back to start while it is > 0, else pops it and falls through.
+    The interpreter runs ``code[pc]`` and then calls ``advance(code, pc + 1, loops)``.
+    """
+    loops = list(loops)
+    end = len(code)
+    while pc < end:
+        instruction = code[pc]
+        kind = instruction[0]
+        if kind == "rep":
+            if instruction[1] == 0:
+                pc = instruction[2]
+            else:
+                loops.append(instruction[1])
+                pc += 1
+        elif kind == "endrep":
+            if not loops:
+                raise ValueError(f"malformed code: endrep at {pc} with no enclosing rep")
+            loops[-1] -= 1
+            if loops[-1] > 0:
+                pc = instruction[1]
+            else:
+                loops.pop()
+                pc += 1
+        else:
+            break
+    return pc, loops
