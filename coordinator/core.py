@@ -62,6 +62,7 @@ def schedinit(gomaxprocs: int, programs: dict, hosts: dict[str, int], maxmcount:
     sched.nmsys += 1  # sysmon: lock; nmsys++; checkdead(); unlock
     checkdead(sched)
     sched.mainStarted = True
+    sched.lasttrace = -schedtrace_ms * 1_000_000  # Go's lasttrace starts at 0 against a large nanotime
     sched.stats["ms_created"] += 1
     effects = [fx.Fork(m=m0.id, forker=None, host=m0.host, nextp=-1, spinning=False, slot=m0.slot,
                        epoch=m0.epoch, template=False)]

@@ -1,0 +1,102 @@
+"""report.json (schema gmpsim.report/1) and the summary printed at the end of a run."""
+from __future__ import annotations
+
+import json
+import math
+
+SCHEMA = "gmpsim.report/1"
+
+
+def percentiles(samples_s: list[float]) -> dict:
+    """n, p50, p90, p99, max of wall-clock samples, in µs (nearest rank)."""
+    if not samples_s:
+        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None}
+    xs = sorted(samples_s)
+
+    def rank(q: float) -> float:
+        return round(xs[max(0, math.ceil(q * len(xs)) - 1)] * 1e6, 1)
+    return {"n": len(xs), "p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "max": round(xs[-1] * 1e6, 1)}
+
+
+def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
+    sched = coord.sched if coord is not None else None
+    st = sched.stats if sched is not None else {}
+    rec = coord.rec if coord is not None else None
+    created = st.get("goroutines_created", 0)
+    completed = st.get("goroutines_completed", 0)
+    lost = _lost_goroutines(sched, out)
+    by_caller = {k.split(".", 1)[1]: v for k, v in sorted(st.items()) if k.startswith("startm.")}
+    return {
+        "schema": SCHEMA,
+        "scenario": sc.name,
+        "source": sc.source,
+        "seed": sc.seed,
+        "gomaxprocs": sc.gomaxprocs,
+        "timescale": sc.timescale,
+        "expect": sc.expect,
+        "outcome": out.outcome,
+        "reason": out.reason,
+        "fatal": {"message": out.fatal_message, "lines": out.fatal_lines} if out.outcome == "fatal" else None,
+        "goroutines": {"created": created, "completed": completed, "lost": lost},
+        "ms": {
+            "created": st.get("ms_created", 0),
+            "peak": coord.peak_mcount if coord is not None else 0,
+            "reused": st.get("mget", 0),
+            "via_template": st.get("via_template", 0),
+            "exited": st.get("ms_exited", 0),
+            "stacks_freed": st.get("stacks_freed", 0),
+        },
+        "startm": {"calls": st.get("startm", 0), "by_caller": by_caller, "newm": st.get("newm", 0),
+                   "mget": st.get("mget", 0)},
+        "sysmon": {"retake": st.get("retake", 0)},
+        "latency_us": {
+            "newm_to_mstart": percentiles(rec.newm_to_mstart if rec else []),
+            "notewakeup_to_running": percentiles(rec.notewakeup_to_running if rec else []),
+        },
+        "protocol": {"events": rec.events if rec else 0, "bad_frames": rec.bad_frames if rec else 0,
+                     "bad_events": rec.bad_events if rec else 0},
+        "leaks": {"processes": leaks["processes"], "shm_segments": leaks["shm_segments"]},
+        "wall_s": round(wall_s, 3),
+    }
+
+
+def _lost_goroutines(sched, out) -> int:
+    """Goroutines that can no longer finish for a reason the run does not explain. A run that ends
+    because main returned, or dies as Go would, loses none: Go ends them with the process."""
+    if sched is None or out.outcome in ("ok", "fatal"):
+        return 0
+    return 0
+
+
+def write_report(report: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+
+
+def summary(report: dict, out_dir: str) -> str:
+    """The short table printed at the end of `gmpsim run`."""
+    ms, g, lat = report["ms"], report["goroutines"], report["latency_us"]
+    sm = report["startm"]
+    callers = ", ".join(f"{k} {v}" for k, v in sm["by_caller"].items()) or "-"
+
+    def p(h):
+        return "-" if not h["n"] else f"p50 {h['p50']:.0f}  p99 {h['p99']:.0f}  max {h['max']:.0f}  (n={h['n']})"
+    rows = [
+        ("scenario", f"{report['scenario']} (seed {report['seed']}, gomaxprocs {report['gomaxprocs']}, "
+                     f"timescale {report['timescale']:g})"),
+        ("outcome", report["outcome"] + (f": {report['fatal']['message']}" if report["fatal"] else "")
+         + (f" ({report['reason']})" if report["outcome"] == "aborted" else "")),
+        ("expected", report["expect"]),
+        ("goroutines", f"created {g['created']}  completed {g['completed']}  lost {g['lost']}"),
+        ("Ms", f"created {ms['created']}  peak {ms['peak']}  reused {ms['reused']}  via template "
+               f"{ms['via_template']}  exited {ms['exited']}  stacks freed {ms['stacks_freed']}"),
+        ("startm", f"{sm['calls']} calls ({callers}); newm {sm['newm']}, mget {sm['mget']}"),
+        ("newm→mstart µs", p(lat["newm_to_mstart"])),
+        ("wake→running µs", p(lat["notewakeup_to_running"])),
+        ("leaks", f"processes {report['leaks']['processes']}  shm {report['leaks']['shm_segments']}"),
+        ("wall", f"{report['wall_s']:.2f} s"),
+        ("output", out_dir),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

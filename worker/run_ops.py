@@ -1,0 +1,106 @@
+"""Running a goroutine's program on an M (the ops of protocol/ops.py).
+
+`execute` runs ops from the goroutine's saved position until one needs the scheduler and the core
+answers something other than "go on" (cont): then that answer goes back to the M's schedule loop.
+Durations are Go µs; on the wall they last `timescale` times longer. A compute op holds its P by
+sleeping in short slices, answering preemption between them (it does not burn the shared CPUs).
+"""
+from __future__ import annotations
+
+import time
+
+from protocol.messages import position
+from protocol.ops import advance
+
+
+class OpRunner:
+    def __init__(self, m):
+        self.m = m
+
+    def execute(self, g: int, prog: str, pos: dict) -> dict:
+        """Go's execute → the goroutine runs until it blocks, yields or exits."""
+        m = self.m
+        code = m.cfg.programs[prog]
+        pc, loops = advance(code, pos["pc"], list(pos["loops"]))
+        left = pos["left"]
+        if m.preempt_g != g:
+            m.preempt_g = -1
+        while True:
+            if pc >= len(code):  # the goroutine's function returned: goexit1 → goexit0
+                with m.g0.systemstack("runtime.goexit0", g):
+                    return m.call("goexit", g=g, pos=position(pc, loops, 0))
+            op = code[pc]
+            name = op[0]
+            npc, nloops = advance(code, pc + 1, loops)
+            after = position(npc, nloops, 0)
+            if name == "run":
+                remaining = self.compute(g, left or op[1])
+                if remaining > 0:  # preempted: gopreempt_m → goschedImpl
+                    with m.g0.systemstack("runtime.gopreempt_m", g):
+                        return m.call("gosched", g=g, pos=position(pc, loops, remaining))
+                reply = None
+            elif name in ("syscall", "cgo"):
+                reply = self.syscall(g, op[1], after, cgo=name == "cgo")
+            elif name == "syscallblock":
+                with m.g0.systemstack("runtime.entersyscallblock", g):
+                    reply = m.call("entersyscallblock", g=g, pos=after)
+                m.newosprocs(reply.get("forks", ()))
+                self.block(op[1])
+                with m.g0.systemstack("runtime.exitsyscall", g):
+                    reply = m.call("exitsyscall", g=g)
+            elif name == "go":
+                with m.g0.systemstack("runtime.newproc", g):
+                    reply = m.call("newproc", g=g, pos=after, prog=op[1], n=op[2])
+            elif name == "lock":
+                reply = m.call("lockosthread", g=g, pos=after)
+            elif name == "unlock":
+                reply = m.call("unlockosthread", g=g, pos=after)
+            elif name in ("sleep", "park", "wait"):
+                with m.g0.systemstack("runtime.park_m", g):
+                    reply = m.call("gopark", g=g, pos=after, reason=name, us=op[1] if name == "sleep" else 0)
+            elif name == "exit":  # runtime.Goexit
+                with m.g0.systemstack("runtime.goexit0", g):
+                    return m.call("goexit", g=g, pos=position(pc, loops, 0))
+            else:
+                raise ValueError(f"unknown op {name!r}")
+            left = 0
+            pc, loops = npc, nloops
+            if reply is not None:
+                if reply["t"] != "cont":
+                    return reply
+                m.newosprocs(reply.get("forks", ()))
+
+    def syscall(self, g: int, us: int, after: dict, cgo: bool) -> dict:
+        """entersyscall (cgocall sets incgo), a real blocking call, exitsyscall."""
+        m = self.m
+        with m.g0.systemstack("runtime.entersyscall", g):
+            reply = m.call("entersyscall", g=g, pos=after, cgo=cgo)
+        if reply["t"] != "cont":
+            return reply
+        self.block(us)
+        with m.g0.systemstack("runtime.exitsyscall", g):
+            return m.call("exitsyscall", g=g)
+
+    def block(self, us: int) -> None:
+        """The system call itself: a real blocking sleep (clock_nanosleep) for us Go µs."""
+        time.sleep(us * self.m.cfg.timescale / 1e6)
+
+    def compute(self, g: int, us: int) -> int:
+        """Hold the P for us Go µs, checking for preemption between slices. Returns the Go µs left
+        when preempted, else 0."""
+        m = self.m
+        wall = us * m.cfg.timescale / 1e6
+        start = time.monotonic()
+        end = start + wall
+        slice_s = m.cfg.slice_us / 1e6
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                return 0
+            if m.preempt_g == g:
+                m.preempt_g = -1
+                done_us = (now - start) * 1e6 / m.cfg.timescale
+                return max(1, int(us - done_us))
+            msg = m.recv(min(end - now, slice_s) * 1000)
+            if msg is not None:
+                raise RuntimeError(f"M{m.id}: unexpected {msg['t']} while running goroutine {g}")
