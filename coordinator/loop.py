@@ -44,6 +44,10 @@ class Recorder:
     events: int = 0
     pids: dict[int, int] = field(default_factory=dict)  # M id -> pid
     fork_decided: dict[int, float] = field(default_factory=dict)  # M id -> wall time of newm
+    threads: dict[int, dict] = field(default_factory=dict)  # M id -> its life, for the report
+
+    def thread(self, mid: int) -> dict:
+        return self.threads.setdefault(mid, {"m": mid})
 
 
 class Coordinator:
@@ -69,6 +73,9 @@ class Coordinator:
     def go_now(self) -> int:
         """Go nanoseconds since the start."""
         return int((time.monotonic() - self.t0) * 1e9 / self.sc.timescale)
+
+    def go_ms(self) -> float:
+        return round(self.go_now() / 1e6, 3)
 
     def wall_after(self, go_us: float) -> float:
         return time.monotonic() + go_us * self.sc.timescale / 1e6
@@ -199,8 +206,11 @@ class Coordinator:
             if decided is not None:
                 self.rec.newm_to_mstart.append(time.monotonic() - decided)
             self.rec.pids[msg["m"]] = msg["pid"]
+            self.rec.thread(msg["m"]).update(pid=msg["pid"], taint=msg["taint"], started_ms=self.go_ms())
         elif t == "woken":
             self.rec.notewakeup_to_running.append(msg["lat"])
+        if t == "mexited":
+            self.rec.thread(msg["m"]).update(gone_ms=self.go_ms(), status=msg["status"])
         self.event(msg, msg["m"] if who[0] == "m" else None)
 
     def on_forked(self, msg: dict) -> None:
@@ -232,6 +242,8 @@ class Coordinator:
         for e in effects:
             if isinstance(e, fx.Fork):
                 self.rec.fork_decided[e.m] = time.monotonic()
+                self.rec.thread(e.m).update(host=e.host, slot=e.slot, forker=e.forker, template=e.template,
+                                            spinning=e.spinning, allocated_ms=self.go_ms())
                 spec = fork_spec(m=e.m, nextp=e.nextp, slot=e.slot, epoch=e.epoch, ts=time.monotonic(),
                                  spinning=e.spinning, template=e.template)
                 if e.forker is not None and e.forker == requester:
@@ -245,6 +257,7 @@ class Coordinator:
             elif isinstance(e, fx.Preempt):
                 self.send_m(e.m, "preempt", g=e.g)
             elif isinstance(e, fx.StackFree):
+                self.rec.thread(e.m)["stack_freed_ms"] = self.go_ms()
                 self.send_agent(e.host, "stackfree", slot=e.slot, m=e.m)
             elif isinstance(e, fx.WakeSysmon):
                 self.arm_sysmon()
@@ -273,6 +286,7 @@ class Coordinator:
         elif isinstance(r, fx.Park):
             self.send_m(r.m, "park", forks=forks)
         elif isinstance(r, fx.Exit):
+            self.rec.thread(r.m)["exited_ms"] = self.go_ms()
             for spec in forks:  # an exiting M forks nothing: its Ms go through its agent
                 self.send_agent(self.sched.hosts[0], "newosproc", fork=spec)
             self.send_m(r.m, "exit")

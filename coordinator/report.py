@@ -56,6 +56,7 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
         "protocol": {"events": rec.events if rec else 0, "bad_frames": rec.bad_frames if rec else 0,
                      "bad_events": rec.bad_events if rec else 0},
         "leaks": {"processes": leaks["processes"], "shm_segments": leaks["shm_segments"]},
+        "threads": sorted(rec.threads.values(), key=lambda t: t["m"]) if rec else [],
         "wall_s": round(wall_s, 3),
     }
 

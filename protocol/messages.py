@@ -247,7 +247,7 @@ CONFIG = str_map(ANY, 64)
 
 MESSAGES: dict[str, dict[str, Kind]] = {
     # M -> coordinator
-    "hello": {"m": INT, "pid": INT, "host": STR, "started": FLOAT},  # mstart: the new M runs
+    "hello": {"m": INT, "pid": INT, "host": STR, "started": FLOAT, "taint": STR},  # mstart: the new M runs
     "woken": {"m": INT, "lat": FLOAT},  # notesleep returned; lat = s from the wake's send
     "entersyscall": {"m": INT, "g": INT, "pos": POS, "cgo": BOOL},
     "exitsyscall": {"m": INT, "g": INT},

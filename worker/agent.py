@@ -112,6 +112,9 @@ class Agent:
         elif t == "watch":
             self.watch_m(msg["m"], msg["pid"])
         elif t == "stackfree":
+            if msg["m"] in self.pids:  # freeWait must have been 0: the owner's process is gone
+                log.error("agent %s: stackfree of slot %d while M%d (pid %d) still runs",
+                          self.host, msg["slot"], msg["m"], self.pids[msg["m"]])
             self.arena.stackfree(msg["slot"])
         elif t == "shutdown":
             return "shutdown"

@@ -24,11 +24,13 @@ from protocol.throw import Throw
 from protocol.transport import dealer, m_identity
 
 from .g0 import Arena, G0Stack
-from .run_ops import OpRunner
+from .run_ops import TAINT_ENV, OpRunner
 
 log = logging.getLogger("gmpsim.m")
 
 REPLIES = frozenset({"execute", "cont", "park", "exit"})
+
+
 
 
 @dataclass
@@ -156,7 +158,8 @@ class WorkerM:
         self.poller.register(self.agent_fd, zmq.POLLIN)
         with self.g0.mstart_frame():
             with self.g0.systemstack("runtime.mstart1"):
-                reply = self.call("hello", pid=os.getpid(), host=self.cfg.host, started=started)
+                reply = self.call("hello", pid=os.getpid(), host=self.cfg.host, started=started,
+                                  taint=os.environ.get(TAINT_ENV, ""))
             self.schedule(reply)
 
     def schedule(self, reply: dict) -> None:

@@ -7,10 +7,24 @@ sleeping in short slices, answering preemption between them (it does not burn th
 """
 from __future__ import annotations
 
+import os
 import time
 
 from protocol.messages import position
 from protocol.ops import advance
+
+# A locked thread may change its own state (Go programs unshare namespaces or chdir after
+# LockOSThread). gmpsim's lock op marks its process so in this variable; a child forked from that
+# process inherits the mark, one forked by the pristine template does not (TestLockOSThreadAvoidsStatePropagation).
+TAINT_ENV = "GMPSIM_TAINT"
+
+
+def taint_process(mid: int) -> None:
+    """What a locked goroutine does to its thread: this process's state now differs from the template's."""
+    mark = f"M{mid}"
+    marks = os.environ.get(TAINT_ENV, "").split()
+    if mark not in marks:
+        os.environ[TAINT_ENV] = " ".join(marks + [mark])
 
 
 class OpRunner:
@@ -53,6 +67,7 @@ class OpRunner:
                     reply = m.call("newproc", g=g, pos=after, prog=op[1], n=op[2])
             elif name == "lock":
                 reply = m.call("lockosthread", g=g, pos=after)
+                taint_process(m.id)
             elif name == "unlock":
                 reply = m.call("unlockosthread", g=g, pos=after)
             elif name in ("sleep", "park", "wait"):

@@ -1,0 +1,54 @@
+"""Nothing left behind: every test ends with no process of its own still alive (besides pytest) and
+no gmpsim shared-memory segment that was not there before it. The fixture fails the test otherwise."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+SHM_DIR = "/dev/shm"
+
+
+def _our_processes() -> set[int]:
+    """Live (non-zombie) processes of pytest's process group other than pytest itself: every agent
+    and M a test starts is forked from pytest or from a CLI it runs, and none leaves the group."""
+    me, pgid, found = os.getpid(), os.getpgid(0), set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, this_pgid = fields[0], int(fields[2])
+        if this_pgid == pgid and state != "Z":
+            found.add(int(name))
+    return found
+
+
+def _our_segments() -> set[str]:
+    return {n for n in os.listdir(SHM_DIR) if n.startswith("gmpsim-")}
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    procs_before, shm_before = _our_processes(), _our_segments()
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        procs = _our_processes() - procs_before
+        shm = _our_segments() - shm_before
+        if (not procs and not shm) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if procs or shm:
+        details = []
+        for pid in sorted(procs):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    details.append(f"{pid}: {f.read().replace(bytes(1), b' ').decode(errors='replace')[:80]}")
+            except OSError:
+                details.append(str(pid))
+        pytest.fail(f"left behind: processes {details}, shared memory {sorted(shm)}")

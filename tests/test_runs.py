@@ -1,0 +1,154 @@
+"""Integration: the built-in scenarios and the M machinery with real processes, sockets and shared
+memory, through the real `gmpsim` command. Sizes are small; the leak fixture (conftest) checks that
+every run leaves no process and no shared-memory segment."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.gmpsim_cli import gmpsim
+
+pytestmark = pytest.mark.processes
+
+# Each built-in scenario at a small size: (name, overrides, expected exit code, expected outcome).
+BUILTINS = [
+    ("syscall-storm", [], 0, "ok"),
+    ("spawn-burst", [], 0, "ok"),
+    ("locked-threads", [], 0, "ok"),
+    ("cgo-calls", [], 0, "ok"),
+    ("thread-exhaustion", [], 0, "fatal"),
+    ("deadlock", [], 0, "fatal"),
+    ("steady", ["--set", "timescale=25"], 0, "ok"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,code,outcome", BUILTINS, ids=[b[0] for b in BUILTINS])
+def test_builtin_scenario_reaches_its_expected_outcome(tmp_path, name, overrides, code, outcome):
+    r = gmpsim("run", name, *overrides, out_dir=tmp_path / "run")
+    assert r.code == code, r.stdout + r.stderr
+    rep = r.report
+    assert rep["schema"] == "gmpsim.report/1"
+    assert rep["outcome"] == outcome
+    assert rep["goroutines"]["lost"] == 0
+    assert rep["leaks"] == {"processes": 0, "shm_segments": 0}
+    if outcome == "ok":
+        assert rep["goroutines"]["completed"] == rep["goroutines"]["created"]
+    else:
+        assert r.stderr.strip().splitlines()[-1] == f"fatal error: {rep['fatal']['message']}"
+    for f in ("report.json", "schedtrace.log", "gmpsim.log"):
+        assert (tmp_path / "run" / f).exists()
+
+
+def test_syscall_storm_scales_out_through_sysmon(tmp_path):
+    rep = gmpsim("run", "syscall-storm", out_dir=tmp_path / "run").report
+    assert rep["outcome"] == "ok"
+    assert rep["ms"]["created"] > rep["gomaxprocs"]
+    assert rep["startm"]["by_caller"].get("retake", 0) > 0  # sysmon retake → handoffp → startm
+    assert rep["latency_us"]["newm_to_mstart"]["n"] == rep["ms"]["created"]
+    trace = (tmp_path / "run" / "schedtrace.log").read_text().splitlines()
+    assert trace and trace[0].startswith("SCHED 0ms: gomaxprocs=2 idleprocs=")
+
+
+def test_thread_exhaustion_prints_gos_lines(tmp_path):
+    r = gmpsim("run", "thread-exhaustion", out_dir=tmp_path / "run")
+    assert r.code == 0
+    assert r.stderr.splitlines()[-2:] == ["runtime: program exceeds 10-thread limit",
+                                          "fatal error: thread exhaustion"]
+    assert r.report["fatal"]["lines"] == r.stderr.splitlines()[-2:]
+
+
+TAINT = """
+name = "taint"
+gomaxprocs = 2
+timescale = 50
+[programs.main]
+# Locked: the M for "long" comes from the template. Unlocked: entersyscallblock hands P0 off
+# (handoffp → startm(P0, spinning) → newm) and, with no idle M, m0's own process forks it.
+ops = [["lock"], ["go", "long", 1], ["run", 2000], ["unlock"], ["syscallblock", 2000], ["wait"]]
+[programs.long]
+ops = [["run", 8000]]
+"""
+
+
+def test_newm_forks_from_the_caller_unless_it_is_locked(tmp_path):
+    """A locked M taints its own process; the M it needs meanwhile comes from the template (clean);
+    once unlocked, newm forks straight from it and the child inherits the taint."""
+    f = tmp_path / "taint.toml"
+    f.write_text(TAINT)
+    rep = gmpsim("run", str(f), out_dir=tmp_path / "run").report
+    assert rep["outcome"] == "ok", rep
+    threads = {t["m"]: t for t in rep["threads"]}
+    via_template = [t for t in threads.values() if t["template"]]
+    direct_from_m0 = [t for t in threads.values() if t["forker"] == 0]
+    assert via_template and direct_from_m0, threads
+    assert all(t["taint"] == "" for t in via_template)
+    assert all("M0" in t["taint"].split() for t in direct_from_m0)
+    assert threads[0]["taint"] == ""
+
+
+def test_exited_ms_stack_slot_is_reused_only_after_its_process_is_gone(tmp_path):
+    rep = gmpsim("run", "locked-threads", out_dir=tmp_path / "run").report
+    assert rep["outcome"] == "ok"
+    assert rep["ms"]["exited"] > 0 and rep["ms"]["stacks_freed"] > 0
+    threads = sorted(rep["threads"], key=lambda t: t["allocated_ms"])
+    reuses = 0
+    for i, t in enumerate(threads):
+        for earlier in threads[:i]:
+            if earlier["slot"] == t["slot"] and "exited_ms" in earlier:
+                reuses += 1
+                assert "gone_ms" in earlier and earlier["gone_ms"] <= t["allocated_ms"], (earlier, t)
+                assert earlier["stack_freed_ms"] <= t["allocated_ms"]
+    assert reuses > 0
+    log = (tmp_path / "run" / "gmpsim.log").read_text()
+    assert "still runs" not in log  # the agent's own check at stackfree
+
+
+def test_bad_scenario_is_one_line_and_exit_2(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('gomaxprocs = "two"\n[programs.main]\nops = [["run", 1]]\n')
+    r = gmpsim("run", str(f))
+    assert r.code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.toml" in lines[0] and "gomaxprocs" in lines[0]
+    r = gmpsim("run", "syscall-storm", "--set", "gomaxprocs=0")
+    assert r.code == 2 and "gomaxprocs" in r.stderr
+
+
+def test_time_limit_aborts_with_exit_3(tmp_path):
+    r = gmpsim("run", "steady", "--set", "time_limit_s=0.5", out_dir=tmp_path / "run")
+    assert r.code == 3, r.stdout + r.stderr
+    assert r.report["outcome"] == "aborted"
+    assert r.report["leaks"] == {"processes": 0, "shm_segments": 0}
+
+
+def test_ctrl_c_is_an_orderly_abort(tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "run", "steady", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (out / "schedtrace.log").exists() or (out / "schedtrace.log").stat().st_size == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 3, stdout + stderr
+    import json
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["outcome"] == "aborted" and rep["leaks"] == {"processes": 0, "shm_segments": 0}
+
+
+def test_scenarios_lists_every_builtin():
+    r = gmpsim("scenarios")
+    assert r.code == 0
+    names = [line.split()[0] for line in r.stdout.splitlines()]
+    assert names == sorted(b[0] for b in BUILTINS)
+
+
+def test_version():
+    r = gmpsim("--version")
+    assert r.code == 0 and r.stdout.startswith("gmpsim ")
