@@ -22,8 +22,6 @@ import zmq
 
 from protocol.transport import make_rundir, rundir_endpoint
 
-from .loop import Coordinator, Outcome
-from .report import build_report
 
 log = logging.getLogger("gmpsim.run")
 
@@ -72,7 +70,7 @@ def count_leaks(pids, shm_names) -> dict:
     return {"processes": len(procs), "shm_segments": len(shm), "pids": procs, "segments": shm}
 
 
-def run_scenario(sc, out_dir: str) -> tuple[dict, Outcome]:
+def run_scenario(sc, out_dir: str) -> tuple[dict, "Outcome"]:
     """Run scenario `sc`, writing report.json, schedtrace.log and gmpsim.log into out_dir."""
     os.makedirs(out_dir, exist_ok=True)
     root = _setup_logging(os.path.join(out_dir, "gmpsim.log"))
@@ -89,6 +87,9 @@ def run_scenario(sc, out_dir: str) -> tuple[dict, Outcome]:
         target=_agent_main, name="gmpsim-agent",
         args=(["--endpoint", endpoint, "--host", "local", "--run-id", run_id],))
     agent.start()
+    # Imported only now: the agent, forked above, stays small (a smaller parent forks Ms faster).
+    from .loop import Coordinator, Outcome
+    from .report import build_report
     ctx = zmq.Context()
     coord = None
     out = Outcome("aborted", reason="did not start")

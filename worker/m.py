@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import select
 import signal
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from .g0 import Arena, G0Stack
 from .run_ops import TAINT_ENV, OpRunner
 
 log = logging.getLogger("gmpsim.m")
+
+AGENT_CHECK_MS = 500  # how often a blocked M looks whether its agent died
 
 REPLIES = frozenset({"execute", "cont", "park", "exit"})
 
@@ -52,8 +55,19 @@ def child_after_fork() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for h in logging.getLogger().handlers:  # handler filters see records of every logger
+        h.addFilter(_reset_log_queue_once)
+
+
+def _reset_log_queue_once(record) -> bool:
+    """Before an M's first log record, run multiprocessing's after-fork hooks, which reset the
+    inherited log queue (the multiprocessing-logging handler), as multiprocessing does for its own
+    children. Deferred to the first record because most Ms never log and the hooks cost ~0.3 ms."""
     import multiprocessing.util
+    for h in logging.getLogger().handlers:
+        h.removeFilter(_reset_log_queue_once)
     multiprocessing.util._run_after_forkers()
+    return True
 
 
 def fork_m(cfg: HostConfig, spec: dict, decided: float) -> int:
@@ -91,7 +105,7 @@ class WorkerM:
         self.g0 = G0Stack(cfg.arena, spec["slot"])
         self.ctx = None
         self.sock = None
-        self.poller = None
+        self.agent_fd = -1
 
     # --- wire -------------------------------------------------------------------------------------
 
@@ -100,19 +114,31 @@ class WorkerM:
         self.sock.send(encode(t, self.seq, self.epoch, m=self.id, **fields))
 
     def recv(self, timeout_ms: float | None) -> dict | None:
-        """One message, or None on timeout. Watches the agent too: an M outlives no agent."""
-        events = dict(self.poller.poll(timeout_ms))
-        if self.agent_fd in events:
-            log.warning("M%d: host agent is gone; exiting", self.id)
-            raise SystemExit(3)
-        if self.sock not in events:
-            return None
+        """One message, or None on timeout. A blocking wait is a plain recv (the fastest wake), which
+        every AGENT_CHECK_MS looks whether the host agent is still there: an M outlives no agent."""
+        if timeout_ms is None:
+            while True:
+                try:
+                    frame = self.sock.recv()
+                    break
+                except zmq.Again:
+                    self.check_agent()
+        else:
+            if not self.sock.poll(timeout_ms):
+                self.check_agent()
+                return None
+            frame = self.sock.recv()
         try:
-            msg = decode(self.sock.recv())
+            msg = decode(frame)
         except ProtocolError as e:
             log.warning("M%d: dropped a bad frame: %s", self.id, e)
             return None
         return self._note(msg)
+
+    def check_agent(self) -> None:
+        if select.select([self.agent_fd], [], [], 0)[0]:
+            log.warning("M%d: host agent is gone; exiting", self.id)
+            raise SystemExit(3)
 
     def _note(self, msg: dict) -> dict | None:
         """Messages that may come at any time: wake (kept until the sleep), preempt, shutdown."""
@@ -152,10 +178,8 @@ class WorkerM:
         started = time.monotonic()
         self.ctx = zmq.Context()
         self.sock = dealer(self.ctx, self.cfg.endpoint, m_identity(self.id, self.epoch))
-        self.poller = zmq.Poller()
-        self.poller.register(self.sock, zmq.POLLIN)
+        self.sock.setsockopt(zmq.RCVTIMEO, AGENT_CHECK_MS)
         self.agent_fd = os.pidfd_open(self.cfg.agent_pid)
-        self.poller.register(self.agent_fd, zmq.POLLIN)
         with self.g0.mstart_frame():
             with self.g0.systemstack("runtime.mstart1"):
                 reply = self.call("hello", pid=os.getpid(), host=self.cfg.host, started=started,
