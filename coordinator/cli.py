@@ -6,11 +6,14 @@ Exit codes: 0 the outcome is what the scenario expects · 1 it is not · 2 bad i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import shlex
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 
+from .faults import FaultError, parse_fault
 from .scenario import DEFAULT_SCENARIO, ScenarioError, describe_builtins, load
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
@@ -28,6 +31,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"gmpsim: {message}\n")
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return port
+
+
 def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="gmpsim", description="Re-enact the Go runtime's M machinery with real processes.")
     ap.add_argument("--version", action="version", version=f"gmpsim {_version()}")
@@ -38,13 +51,25 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario key (repeatable)")
     run.add_argument("--seed", type=int, help="same as --set seed=N")
+    run.add_argument("--fault", dest="faults", action="append", default=[], metavar="SPEC",
+                     help="inject a fault, KIND[:key=value,...], e.g. kill-m:every=100ms (repeatable)")
+    run.add_argument("--metrics-port", type=_port, metavar="PORT",
+                     help="serve Prometheus metrics on http://ADDR:PORT/metrics while the run lasts")
+    run.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                     help="the address --metrics-port binds (default 127.0.0.1)")
+    run.add_argument("--no-progress", action="store_true", help="no live progress line on a terminal")
     sub.add_parser("scenarios", help="list the built-in scenarios")
+    plot = sub.add_parser("plot", help="draw RUN_DIR/trace.json into RUN_DIR/threads.png (needs matplotlib)")
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")
+    plot.add_argument("--out", help="the PNG to write (default RUN_DIR/threads.png)")
     return ap
 
 
 def expected(report: dict) -> bool:
     """Is the outcome the one the scenario expects? ("ok", or "fatal: <message>")."""
     exp = report["expect"]
+    if report["invariants"]["violations"]:
+        return False
     if report["outcome"] == "ok":
         return exp == "ok" and report["goroutines"]["lost"] == 0 and not any(report["leaks"].values())
     if report["outcome"] == "fatal":
@@ -63,13 +88,39 @@ def cmd_run(args) -> int:
     except ScenarioError as e:
         print(f"gmpsim: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:
+        extra_faults = tuple(parse_fault(spec) for spec in args.faults)
+    except FaultError as e:
+        print(f"gmpsim: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if extra_faults:
+        sc = dataclasses.replace(sc, faults=sc.faults + extra_faults)
     out_dir = args.out or os.path.join("runs", f"{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    report, out = run_scenario(sc, out_dir)
+    observers = []
+    if args.metrics_port is not None:
+        from .metrics import MetricsExporter, check_port
+        try:
+            check_port(args.metrics_port, args.metrics_addr)
+        except (OSError, OverflowError) as e:
+            print(f"gmpsim: --metrics-port {args.metrics_port} on {args.metrics_addr}: "
+                  f"{getattr(e, 'strerror', None) or e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        observers.append(MetricsExporter(args.metrics_port, args.metrics_addr, announce=sys.stderr))
+    if not args.no_progress:
+        from .progress import LiveProgress
+        if LiveProgress.wanted(sys.stderr):
+            observers.append(LiveProgress(label=sc.name))
+    try:
+        report, out = run_scenario(sc, out_dir, observers)
+    finally:  # finished() closes them; this is for a run that ended before it could
+        for o in observers:
+            o.close()
     write_report(report, os.path.join(out_dir, "report.json"))
     if out.outcome == "fatal":
         print("\n".join(out.fatal_lines), file=sys.stderr)
     print(summary(report, out_dir))
     replay = f"gmpsim run {args.scenario} --seed {sc.seed}" + "".join(f" --set {o}" for o in args.overrides)
+    replay += "".join(f" --fault {shlex.quote(f)}" for f in args.faults)
     print(f"replay: {replay}")
     if out.outcome == "aborted":
         return EXIT_ABORTED
@@ -85,10 +136,23 @@ def cmd_scenarios(args) -> int:
     return EXIT_OK
 
 
+def cmd_plot(args) -> int:
+    from .plot import PlotError, plot_run
+    try:
+        path = plot_run(args.run_dir, args.out)
+    except PlotError as e:
+        print(f"gmpsim: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(path)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.cmd == "run":
         return cmd_run(args)
+    if args.cmd == "plot":
+        return cmd_plot(args)
     return cmd_scenarios(args)
 
 

@@ -15,7 +15,8 @@ from protocol.throw import Throw
 from . import effects as fx
 from .checkdead import checkdead
 from .lockosthread import LockOSThread, UnlockOSThread, goexit0
-from .proc import allocm
+from .mdead import mdead, reforkm
+from .proc import allocm, newosproc_failed
 from .runq import runqput
 from .sched import (_Gdead, _Grunning, _Gsyscall, _Prunning, G, M, P, Sched, waitReasonSelectNoCases,
                     waitReasonSemacquire, waitReasonSleep)
@@ -237,8 +238,43 @@ def _on_mexited(sched: Sched, ev: dict, mp: M) -> None:
     if mp.exited:
         mp.freeWait = 0
         return
-    raise Throw(f"M{mp.id} died unexpectedly",
-                prints=(f"gmpsim: M{mp.id} (pid {ev.get('pid')}) exited with status {ev.get('status')}",))
+    _recover(sched, mp, f"process died (status {ev.get('status')})", gone=True)
+
+
+def _recover(sched: Sched, mp: M, why: str, gone: bool) -> None:
+    rec = mdead(sched, mp, gone)
+    sched.fx.append(fx.Recovered(mp.id, why, rec["doing"], tuple(rec["requeued"]), tuple(rec["ps"])))
+
+
+def _on_mdead(sched: Sched, ev: dict, mp: M) -> None:
+    """The shell declared the M lost (no answer within lost_after) or killed it: fence it."""
+    _recover(sched, mp, ev.get("why", "lost"), gone=bool(ev.get("gone")))
+
+
+def _on_forkfail(sched: Sched, ev: dict, mp: M) -> None:
+    newosproc_failed(sched, mp, ev["errno"])
+
+
+def _on_refork(sched: Sched, ev: dict, mp: M) -> None:
+    reforkm(sched, mp)
+
+
+def _prep_unborn(sched: Sched, ev: dict) -> tuple[M]:
+    """An M whose process has not said hello yet, in the incarnation the event names."""
+    mid = ev.get("child", ev.get("m"))
+    mp = sched.allm.get(mid) if isinstance(mid, int) else None
+    if mp is None or mp.virtual or mp.started:
+        raise BadEvent(f"core: {ev['t']}: M{mid} is not an M waiting to start")
+    if ev.get("cepoch", mp.epoch) != mp.epoch:
+        raise BadEvent(f"core: {ev['t']}: M{mid} incarnation {ev.get('cepoch')} is stale (current {mp.epoch})")
+    return (mp,)
+
+
+def _prep_any_m(sched: Sched, ev: dict) -> tuple[M]:
+    mp = sched.allm.get(ev.get("m"))
+    if mp is None or mp.virtual:
+        raise BadEvent(f"core: {ev['t']}: no M {ev.get('m')!r}")
+    return (mp,)
 
 
 def _on_sysmon(sched: Sched, ev: dict) -> None:
@@ -258,10 +294,11 @@ _HANDLERS = {
     "exitsyscall": _on_exitsyscall, "entersyscallblock": _on_entersyscallblock, "newproc": _on_newproc,
     "lockosthread": _on_lock, "unlockosthread": _on_unlock, "gopark": _on_gopark, "gosched": _on_gosched,
     "goexit": _on_goexit, "mexited": _on_mexited, "sysmon": _on_sysmon, "sysmon_wake": _on_sysmon_wake,
-    "timers": _on_timers,
+    "timers": _on_timers, "mdead": _on_mdead, "forkfail": _on_forkfail, "refork": _on_refork,
 }
 _PREPARE = {
     "hello": _prep_hello, "woken": _prep_woken, "exitsyscall": _prep_exitsyscall,
     "newproc": _prep_newproc, "gopark": _prep_gopark, "mexited": _prep_mexited,
     "sysmon": _prep_none, "sysmon_wake": _prep_none, "timers": _prep_none,
+    "mdead": _prep_any_m, "forkfail": _prep_unborn, "refork": _prep_unborn,
 }

@@ -94,4 +94,14 @@ class Fatal:
     lines: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Recovered:
+    """An M died or was fenced (mdead): what it was doing, what was put back (for the report)."""
+    m: int
+    why: str
+    doing: str
+    requeued: tuple[int, ...]
+    ps: tuple[int, ...]
+
+
 REPLIES = (Execute, Cont, Park, Exit)

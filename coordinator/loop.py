@@ -1,12 +1,18 @@
 """The coordinator's event loop: the shell around the pure core. The loop is sched.lock: one thread
-takes one event at a time (an M's or agent's message, sysmon's timer, a sleeping goroutine's timer),
-hands it to core.step with the Go clock, and carries out the effects over ZeroMQ.
+takes one event at a time (an M's or agent's message, sysmon's timer, a sleeping goroutine's timer,
+an agent's death), hands it to core.step with the Go clock, and carries out the effects over
+ZeroMQ: replies to the M that asked, forks, wakes, preemptions, stack frees.
 
 Go time: the wall clock since the start divided by the scenario's timescale (wall µs per Go µs).
+Delivery (delivery.py): replies are cached and resent for duplicate requests; WAKE, newosproc and
+watch orders are resent until answered; an M that does not answer within lost_after is fenced.
+Faults (inject.py) act on the way in and out. The core's invariants are checked after every step.
 """
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -18,11 +24,23 @@ from protocol.transport import agent_identity, m_identity, parse_identity, route
 
 from . import effects as fx
 from .core import BadEvent, schedinit, step
+from .delivery import Delivery
+from .faults import FaultPlan
+from .inject import Injector
+from .invariants import check as check_invariants
 from .sysmon import next_timer, sysmon_delay
 
 log = logging.getLogger("gmpsim.coordinator")
 
 AGENT_HELLO_TIMEOUT_S = 10.0
+RESEND_S = 0.05  # resend an unanswered WAKE / newosproc / watch this often
+LOG_FIRST_BAD, LOG_EVERY_BAD = 20, 1000  # a flood of bad frames is logged sparsely
+
+M_TYPES = frozenset({"hello", "woken", "entersyscall", "exitsyscall", "entersyscallblock", "newproc",
+                     "lockosthread", "unlockosthread", "gopark", "gosched", "goexit", "forked",
+                     "forkfail", "heartbeat"})
+M_ONE_WAY = frozenset({"forked", "forkfail", "heartbeat"})
+AGENT_TYPES = frozenset({"agent_hello", "mexited", "forked", "forkfail", "ack"})
 
 
 @dataclass
@@ -41,32 +59,84 @@ class Recorder:
     notewakeup_to_running: list[float] = field(default_factory=list)
     bad_frames: int = 0
     bad_events: int = 0
+    refused: int = 0  # messages of dead, fenced or stale Ms
     events: int = 0
     pids: dict[int, int] = field(default_factory=dict)  # M id -> pid
     fork_decided: dict[int, float] = field(default_factory=dict)  # M id -> wall time of newm
     threads: dict[int, dict] = field(default_factory=dict)  # M id -> its life, for the report
+    deaths: list[dict] = field(default_factory=list)  # post-mortems
 
     def thread(self, mid: int) -> dict:
         return self.threads.setdefault(mid, {"m": mid})
 
 
+class Observer:
+    """Something that watches a run step by step (trace.json, live progress, metrics...). Each hook
+    runs on the loop's thread, so it must be cheap: `touched` names the Ms an event involved."""
+
+    def started(self, sched, go_ns: int, wall: float) -> None: ...
+
+    def after_step(self, sched, ev: dict | None, effects: list, touched: set[int], go_ns: int,
+                   wall: float) -> None: ...
+
+    def finished(self, sched, outcome, go_ns: int, wall: float) -> None: ...
+
+
+def touched_ms(ev: dict | None, effects: list) -> set[int]:
+    """The Ms an event and its effects involve (their state may have changed)."""
+    out = set()
+    if ev is not None and isinstance(ev.get("m"), int) and ev["m"] >= 0:
+        out.add(ev["m"])
+    for e in effects:
+        m = getattr(e, "m", None)
+        if isinstance(m, int):
+            out.add(m)
+        forker = getattr(e, "forker", None)
+        if isinstance(forker, int):
+            out.add(forker)
+    return out
+
+
+class AgentControl:
+    """How the loop reaches the host agents' processes (run.py owns them)."""
+
+    def pid(self, host: str) -> int: ...
+
+    def restart(self, host: str) -> int: ...
+
+
 class Coordinator:
-    def __init__(self, scenario, endpoint: str, ctx: zmq.Context, trace_file, stop_flag=None):
+    def __init__(self, scenario, endpoint: str, ctx: zmq.Context, trace_file, stop_flag=None,
+                 observers: list[Observer] | None = None, agents: AgentControl | None = None):
         self.sc = scenario
         self.endpoint = endpoint
         self.ctx = ctx
         self.sock = router(ctx, endpoint)
         self.trace_file = trace_file
         self.stop_flag = stop_flag or (lambda: False)
+        self.control = agents
         self.rec = Recorder()
         self.out = Outcome()
         self.seq = 0
         self.sched = None
-        self.agents: dict[str, dict] = {}  # host -> agent_hello
+        self.agents: dict[str, dict] = {}  # host -> its agent_hello
+        self.agent_up: dict[str, bool] = {}
+        self.agent_fds: dict[int, str] = {}  # pidfd -> host
+        self.restart_agents = True
         self.t0 = 0.0
         self.sysmon_at: float | None = None
         self.done = False
         self.peak_mcount = 0  # the highest mcount(), counted as Go counts threads
+        self.observers = list(observers or [])
+        self.delivery = Delivery(RESEND_S, getattr(scenario, "lost_after_ms", 2000.0) / 1000)
+        self.inject = Injector(FaultPlan(getattr(scenario, "faults", ()), scenario.seed), self)
+        self.check = getattr(scenario, "check_invariants", True)
+        self.invariants = {"checked": 0, "violations": []}
+        self.m_ident: dict[int, bytes] = {}  # M id -> the identity of its last message
+        self.watch_seq: dict[int, tuple] = {}  # seq of a watch order -> its pending key
+        self.preempt_sent: dict[int, float] = {}  # M id -> when a preemption went unanswered since
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
 
     # --- clocks -------------------------------------------------------------------------------------
 
@@ -80,19 +150,35 @@ class Coordinator:
     def wall_after(self, go_us: float) -> float:
         return time.monotonic() + go_us * self.sc.timescale / 1e6
 
+    def wall_at_go_ms(self, ms: float) -> float:
+        return self.t0 + ms * 1000 * self.sc.timescale / 1e6
+
     # --- wire ---------------------------------------------------------------------------------------
 
-    def send(self, identity: bytes, t: str, **fields) -> None:
+    def raw_send(self, identity: bytes, frame: bytes) -> None:
+        try:
+            self.sock.send_multipart([identity, frame])
+        except zmq.ZMQError as e:
+            log.warning("send to %r failed: %s", identity, e)
+
+    def send(self, identity: bytes, t: str, **fields) -> bytes:
+        """Encode and send through the message faults; returns the frame (for resends)."""
         self.seq += 1
-        self.sock.send_multipart([identity, encode(t, self.seq, 0, **fields)])
+        frame = encode(t, self.seq, 0, **fields)
+        self.inject.outbound(t, identity, frame)
+        return frame
 
-    def send_m(self, mid: int, t: str, **fields) -> None:
+    def m_identity_of(self, mid: int) -> bytes:
+        if mid in self.m_ident:
+            return self.m_ident[mid]
         mp = self.sched.allm.get(mid) or next((m for m in self.sched.freem if m.id == mid), None)
-        epoch = mp.epoch if mp is not None else 1
-        self.send(m_identity(mid, epoch), t, **fields)
+        return m_identity(mid, mp.epoch if mp is not None else 1)
 
-    def send_agent(self, host: str, t: str, **fields) -> None:
-        self.send(agent_identity(host), t, **fields)
+    def send_m(self, mid: int, t: str, **fields) -> bytes:
+        return self.send(self.m_identity_of(mid), t, **fields)
+
+    def send_agent(self, host: str, t: str, **fields) -> bytes:
+        return self.send(agent_identity(host), t, **fields)
 
     # --- start --------------------------------------------------------------------------------------
 
@@ -110,13 +196,24 @@ class Coordinator:
                 try:
                     msg = decode(frame)
                 except ProtocolError as e:
-                    self.rec.bad_frames += 1
-                    log.warning("dropped a bad frame from %r: %s", ident, e)
+                    self.bad_frame(ident, e)
                     continue
                 if msg["t"] == "agent_hello":
-                    self.agents[msg["host"]] = msg
-                    log.info("host agent %s (pid %d) joined: arena %s, %d slots of %d bytes",
-                             msg["host"], msg["pid"], msg["arena"], msg["slots"], msg["slot_size"])
+                    self.agent_joined(msg)
+
+    def agent_joined(self, msg: dict) -> None:
+        host = msg["host"]
+        self.agents[host] = msg
+        self.agent_up[host] = True
+        if self.control is not None:
+            try:
+                fd = os.pidfd_open(msg["pid"])
+                self.agent_fds[fd] = host
+                self.poller.register(fd, zmq.POLLIN)
+            except ProcessLookupError:
+                pass
+        log.info("host agent %s (pid %d) joined: arena %s, %d slots of %d bytes",
+                 host, msg["pid"], msg["arena"], msg["slots"], msg["slot_size"])
 
     def start(self) -> None:
         sc = self.sc
@@ -125,11 +222,21 @@ class Coordinator:
             maxmcount=sc.maxmcount, seed=sc.seed, schedtrace_ms=sc.schedtrace_ms,
             scheddetail=sc.scheddetail)
         for host in self.agents:
-            self.send_agent(host, "welcome", programs=sc.programs, timescale=float(sc.timescale),
-                            config={})
+            self.welcome(host)
         self.t0 = time.monotonic()
-        self.apply(effects, None)
+        for o in self.observers:
+            o.started(self.sched, 0, self.t0)
+        self.apply(effects, None, 0)
+        self.observe(None, effects)
         self.arm_sysmon()
+
+    def welcome(self, host: str) -> None:
+        self.raw_send(agent_identity(host), encode("welcome", self._seq(), 0, programs=self.sc.programs,
+                                                   timescale=float(self.sc.timescale), config={}))
+
+    def _seq(self) -> int:
+        self.seq += 1
+        return self.seq
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -143,15 +250,24 @@ class Coordinator:
             if self.stop_flag():
                 self.out = Outcome("aborted", reason="interrupted")
                 break
-            wake = min(x for x in (deadline, self.sysmon_at, self.timer_at()) if x is not None)
+            wake = min(x for x in (deadline, self.sysmon_at, self.timer_at(), self.delivery.next_at(),
+                                   self.inject.next_at()) if x is not None)
             timeout_ms = max(0.0, (wake - now) * 1000)
-            if self.sock.poll(timeout_ms if timeout_ms >= 1 else 0):
+            events = dict(self.poller.poll(timeout_ms if timeout_ms >= 1 else 0))
+            if self.sock in events:
                 # Drain what is there: each message is one event.
                 while not self.done and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     ident, frame = self._recv()
                     if frame is not None:
                         self.on_frame(ident, frame)
+            for fd, host in list(self.agent_fds.items()):
+                if fd in events and not self.done:
+                    self.agent_died(fd, host)
+            if self.done:
+                break
             now = time.monotonic()
+            self.inject.tick(now)
+            self.deliveries(now)
             if not self.done and self.timer_at() is not None and now >= self.timer_at():
                 self.event({"t": "timers"}, None)
             if not self.done and self.sysmon_at is not None and now >= self.sysmon_at:
@@ -162,7 +278,7 @@ class Coordinator:
     def _recv(self) -> tuple[bytes, bytes | None]:
         parts = self.sock.recv_multipart()
         if len(parts) != 2:
-            self.rec.bad_frames += 1
+            self.bad_frame(parts[0] if parts else b"", "not a [identity, frame] message")
             return (parts[0] if parts else b""), None
         return parts[0], parts[1]
 
@@ -176,54 +292,222 @@ class Coordinator:
         delay = sysmon_delay(self.sched)
         self.sysmon_at = None if delay is None else self.wall_after(delay)
 
+    def bad_frame(self, ident: bytes, why) -> None:
+        self.rec.bad_frames += 1
+        n = self.rec.bad_frames
+        if n <= LOG_FIRST_BAD or n % LOG_EVERY_BAD == 0:
+            log.warning("dropped a bad frame from %r (%d so far): %s", ident[:32], n, why)
+
     def on_frame(self, ident: bytes, frame: bytes) -> None:
         try:
             who = parse_identity(ident)
             msg = decode(frame)
         except ProtocolError as e:
-            self.rec.bad_frames += 1
-            log.warning("dropped a bad frame from %r: %s", ident[:32], e)
+            self.bad_frame(ident, e)
             return
         t = msg["t"]
         if who[0] == "m":
-            if msg.get("m") != who[1] or msg["epoch"] != who[2]:
-                self.rec.bad_frames += 1
-                log.warning("dropped %s: sender %r does not match m=%s epoch=%s", t, ident, msg.get("m"), msg["epoch"])
+            if t not in M_TYPES or msg["m"] != who[1] or msg["epoch"] != who[2]:
+                self.bad_frame(ident, f"{t} does not fit sender m{who[1]}.{who[2]}")
                 return
-        elif t not in ("mexited", "forked", "agent_hello"):
-            self.rec.bad_frames += 1
-            log.warning("dropped %s from agent %s", t, who[1])
+        elif t not in AGENT_TYPES or (t == "agent_hello" and msg["host"] != who[1]):
+            self.bad_frame(ident, f"{t} is not an agent's message")
             return
+        msg["_from"] = ident
+        for m in self.inject.inbound(msg):
+            self.handle_msg(m)
+
+    def handle_msg(self, msg: dict) -> None:
+        if self.done:
+            return
+        ident = msg["_from"]
+        who = parse_identity(ident)
+        peer = who if who[0] == "m" else ("agent", who[1], msg["epoch"])
+        if who[0] == "m":
+            self.preempt_sent.pop(who[1], None)  # any sign of life, duplicates too
+        if not self.delivery.fresh(peer, msg["seq"]):
+            if who[0] == "m":
+                cached = self.delivery.cached_reply(who[1], msg["seq"])
+                if cached is not None:
+                    self.raw_send(*cached)  # the M lost our reply: the same answer again
+            return
+        if who[0] == "m":
+            self.from_m(msg, who[1], ident)
+        else:
+            self.from_agent(msg, who[1])
+
+    def from_m(self, msg: dict, mid: int, ident: bytes) -> None:
+        t = msg["t"]
+        mp = self.sched.allm.get(mid)
+        if mp is None or mp.virtual or mp.epoch != msg["epoch"]:
+            # A dead, fenced or stale incarnation: refuse it and tell it to go.
+            self.rec.refused += 1
+            self.raw_send(ident, encode("shutdown", self._seq(), 0))
+            return
+        self.m_ident[mid] = ident
+        self.preempt_sent.pop(mid, None)
         if t == "forked":
-            self.on_forked(msg)
+            self.forked(msg)
             return
-        if t == "mexited" and msg["m"] == -1:
-            return  # the agent itself is done (shutdown)
-        if t == "agent_hello":
+        if t == "forkfail":
+            self.delivery.done(("fork", msg["child"], msg["cepoch"]))
+            self.event({"t": "forkfail", "m": msg["child"], "child": msg["child"], "cepoch": msg["cepoch"],
+                        "errno": msg["errno"]}, None)
+            return
+        if t == "heartbeat":
             return
         if t == "hello":
-            decided = self.rec.fork_decided.pop(msg["m"], None)
+            self.delivery.done(("fork", mid, msg["epoch"]))
+            decided = self.rec.fork_decided.pop(mid, None)
             if decided is not None:
                 self.rec.newm_to_mstart.append(time.monotonic() - decided)
-            self.rec.pids[msg["m"]] = msg["pid"]
-            self.rec.thread(msg["m"]).update(pid=msg["pid"], taint=msg["taint"], started_ms=self.go_ms())
+            self.rec.pids[mid] = msg["pid"]
+            self.rec.thread(mid).update(pid=msg["pid"], taint=msg["taint"], started_ms=self.go_ms())
+            if mp.pid == 0:
+                self.watch(mp, msg["pid"])
         elif t == "woken":
+            self.delivery.done(("wake", mid))
             self.rec.notewakeup_to_running.append(msg["lat"])
-        if t == "mexited":
-            self.rec.thread(msg["m"]).update(gone_ms=self.go_ms(), status=msg["status"])
-        self.event(msg, msg["m"] if who[0] == "m" else None)
+        self.event(msg, mid, msg["seq"])
 
-    def on_forked(self, msg: dict) -> None:
+    def from_agent(self, msg: dict, host: str) -> None:
+        t = msg["t"]
+        if t == "agent_hello":
+            self.agent_rejoined(msg)
+        elif t == "forked":
+            self.forked(msg)
+        elif t == "forkfail":
+            self.delivery.done(("fork", msg["child"], msg["cepoch"]))
+            self.event({"t": "forkfail", "m": msg["child"], "child": msg["child"], "cepoch": msg["cepoch"],
+                        "errno": msg["errno"]}, None)
+        elif t == "ack":
+            key = self.watch_seq.pop(msg["re"], None)
+            if key is not None:
+                self.delivery.done(key)
+        elif t == "mexited":
+            self.raw_send(agent_identity(host), encode("ack", self._seq(), 0, re=msg["seq"]))
+            if msg["m"] == -1:
+                return  # the agent itself is done (shutdown)
+            self.rec.thread(msg["m"]).update(gone_ms=self.go_ms(), status=msg["status"])
+            self.postmortem(msg)
+            self.event(msg, None)
+
+    def forked(self, msg: dict) -> None:
         """newosproc done: the pid of the new M. Its host agent watches every M of the host."""
         mid, pid = msg["child"], msg["pid"]
-        self.rec.pids[mid] = pid
+        self.delivery.done(("fork", mid, msg["cepoch"]))
         mp = self.sched.allm.get(mid)
-        if mp is not None:
+        if mp is None or mp.epoch != msg["cepoch"]:
+            return
+        self.rec.pids[mid] = pid
+        if mp.pid == 0:
             mp.pid = pid
             if msg["m"] != -1:
-                self.send_agent(mp.host, "watch", m=mid, pid=pid)
+                self.watch(mp, pid)
 
-    def event(self, ev: dict, requester: int | None) -> None:
+    def watch(self, mp, pid: int) -> None:
+        mp.pid = pid
+        key = ("watch", mp.id)
+        frame = self.send_agent(mp.host, "watch", m=mp.id, pid=pid, slot=mp.slot)
+        self.watch_seq[self.seq] = key
+        self.delivery.expect(key, agent_identity(mp.host), frame, time.monotonic(), mp.id)
+
+    def postmortem(self, msg: dict) -> None:
+        """The crash dump of a thread: its last g0 frames, read from the arena by its agent."""
+        mid = msg["m"]
+        mp = self.sched.allm.get(mid)
+        if mp is None or mp.exited:
+            return  # an M that exited as Go's do (mexit), or one already recovered
+        self.rec.deaths.append({"m": mid, "pid": msg["pid"], "status": msg["status"],
+                                "time_ms": self.go_ms(), "frames": msg["frames"]})
+
+    # --- agents -------------------------------------------------------------------------------------
+
+    def kill_agent(self, host: str, rec: dict) -> None:
+        """kill-template: SIGKILL the host agent (the template thread, the reaper)."""
+        self.restart_agents = bool(rec.get("restart", True))
+        self.kill_rec = rec
+        pid = self.agents[host]["pid"]
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def agent_died(self, fd: int, host: str) -> None:
+        self.poller.unregister(fd)
+        os.close(fd)
+        del self.agent_fds[fd]
+        self.agent_up[host] = False
+        rec = getattr(self, "kill_rec", None)
+        if rec is not None:
+            rec["detected_ms"] = self.go_ms()
+        if not self.restart_agents or self.control is None:
+            msg = f"host agent {host} died"
+            self.out = Outcome("fatal", msg, [f"gmpsim: host agent {host} (the template thread) died",
+                                              f"fatal error: {msg}"], reason="fatal error")
+            self.done = True
+            return
+        pid = self.control.restart(host)
+        log.warning("host agent %s died; restarted it (pid %d)", host, pid)
+        if rec is not None:
+            rec["recovery"] = f"agent restarted (pid {pid}), arena adopted"
+        # Fork orders the dead agent may or may not have carried out: a new incarnation of each.
+        for key in [k for k in self.delivery.pending if k[0] == "fork"]:
+            p = self.delivery.done(key)
+            mp = self.sched.allm.get(key[1])
+            if mp is not None and not mp.started and mp.epoch == key[2]:
+                self.event({"t": "refork", "m": key[1], "cepoch": key[2]}, None)
+
+    def agent_rejoined(self, msg: dict) -> None:
+        """A restarted agent: welcome it, and have it watch every live M of its host."""
+        host = msg["host"]
+        self.agent_joined(msg)
+        self.welcome(host)
+        n = 0
+        for mp in list(self.sched.allm.values()):
+            if not mp.virtual and mp.host == host and mp.pid:
+                self.watch(mp, mp.pid)
+                n += 1
+        rec = getattr(self, "kill_rec", None)
+        if rec is not None and rec.get("recovery"):
+            rec["recovery"] += f", {n} Ms watched again"
+
+    def signal_m(self, mp, sig: int) -> None:
+        if mp.pid:
+            self.send_agent(mp.host, "signal", m=mp.id, pid=mp.pid, sig=int(sig))
+
+    # --- delivery -----------------------------------------------------------------------------------
+
+    def deliveries(self, now: float) -> None:
+        resend, lost = self.delivery.due(now)
+        for identity, frame in resend:
+            self.raw_send(identity, frame)
+        for key, p in lost:
+            if key[0] == "wake":
+                self.fence(key[1], f"lost: no answer to WAKE within {self.sc.lost_after_ms:g} ms")
+            elif key[0] == "fork":
+                mp = self.sched.allm.get(key[1])
+                if mp is not None and not mp.started and mp.epoch == key[2]:
+                    self.event({"t": "refork", "m": key[1], "cepoch": key[2]}, None)
+        limit = self.delivery.lost_after_s
+        for mid, since in list(self.preempt_sent.items()):
+            if now - since >= limit:
+                del self.preempt_sent[mid]
+                self.fence(mid, f"lost: no answer to preemption within {self.sc.lost_after_ms:g} ms")
+
+    def fence(self, mid: int, why: str) -> None:
+        """Declare M mid lost: the core takes back what it held; its incarnation is refused from now
+        on, and told to exit (it does when it resumes)."""
+        mp = self.sched.allm.get(mid)
+        if mp is None:
+            return
+        ident = self.m_identity_of(mid)
+        self.event({"t": "mdead", "m": mid, "why": why, "gone": False}, None)
+        self.raw_send(ident, encode("shutdown", self._seq(), 0))
+
+    # --- events and effects ---------------------------------------------------------------------------
+
+    def event(self, ev: dict, requester: int | None, req_seq: int = 0) -> None:
         self.rec.events += 1
         try:
             effects = step(self.sched, ev, self.go_now())
@@ -231,34 +515,61 @@ class Coordinator:
             self.rec.bad_events += 1
             log.warning("%s", e)
             return
-        self.apply(effects, requester)
+        if self.check and not any(isinstance(e, fx.Fatal) for e in effects):
+            self.invariants["checked"] += 1
+            broken = check_invariants(self.sched)
+            if broken:
+                self.invariants["violations"].extend(broken)
+                effects.append(fx.Fatal(f"invariant violated: {broken[0]}",
+                                        tuple(f"gmpsim: invariant violated: {b}" for b in broken)))
+        self.apply(effects, requester, req_seq)
+        self.observe(ev, effects)
 
-    # --- effects ------------------------------------------------------------------------------------
+    def observe(self, ev: dict | None, effects: list) -> None:
+        if self.observers:
+            touched = touched_ms(ev, effects)
+            go_ns, wall = self.go_now(), time.monotonic()
+            for o in self.observers:
+                o.after_step(self.sched, ev, effects, touched, go_ns, wall)
 
-    def apply(self, effects: list, requester: int | None) -> None:
+    def finish(self) -> None:
+        go_ns, wall = self.go_now(), time.monotonic()
+        for o in self.observers:
+            o.finished(self.sched, self.out, go_ns, wall)
+
+    def apply(self, effects: list, requester: int | None, req_seq: int) -> None:
         self.peak_mcount = max(self.peak_mcount, self.sched.mcount())
         forks_for_reply = []
         reply = None
+        now = time.monotonic()
         for e in effects:
             if isinstance(e, fx.Fork):
-                self.rec.fork_decided[e.m] = time.monotonic()
+                self.rec.fork_decided[e.m] = now
                 self.rec.thread(e.m).update(host=e.host, slot=e.slot, forker=e.forker, template=e.template,
-                                            spinning=e.spinning, allocated_ms=self.go_ms())
-                spec = fork_spec(m=e.m, nextp=e.nextp, slot=e.slot, epoch=e.epoch, ts=time.monotonic(),
+                                            spinning=e.spinning, allocated_ms=self.go_ms(), epoch=e.epoch)
+                spec = fork_spec(m=e.m, nextp=e.nextp, slot=e.slot, epoch=e.epoch, ts=now,
                                  spinning=e.spinning, template=e.template)
+                if self.inject.plan.has_fork_faults:
+                    spec = self.inject.on_fork(spec)
                 if e.forker is not None and e.forker == requester:
                     forks_for_reply.append(spec)
+                    self.delivery.expect(("fork", e.m, e.epoch), b"", b"", now, e.m, self.fork_grace(spec))
                 else:
-                    self.send_agent(e.host, "newosproc", fork=spec)
+                    self.order_fork(e.host, spec)
             elif isinstance(e, fx.REPLIES):
                 reply = e
             elif isinstance(e, fx.Wake):
-                self.send_m(e.m, "wake", nextp=e.nextp, sent=time.monotonic())
+                ident = self.m_identity_of(e.m)
+                frame = self.send(ident, "wake", nextp=e.nextp, sent=time.monotonic())
+                self.delivery.expect(("wake", e.m), ident, frame, now, e.m)
             elif isinstance(e, fx.Preempt):
                 self.send_m(e.m, "preempt", g=e.g)
+                self.preempt_sent.setdefault(e.m, now)
             elif isinstance(e, fx.StackFree):
                 self.rec.thread(e.m)["stack_freed_ms"] = self.go_ms()
                 self.send_agent(e.host, "stackfree", slot=e.slot, m=e.m)
+            elif isinstance(e, fx.Recovered):
+                self.recovered(e)
             elif isinstance(e, fx.WakeSysmon):
                 self.arm_sysmon()
             elif isinstance(e, fx.Trace):
@@ -271,25 +582,53 @@ class Coordinator:
                 self.out = Outcome("fatal", e.message, list(e.lines), reason="fatal error")
                 self.done = True
         if reply is not None:
-            self.send_reply(reply, forks_for_reply)
+            self.send_reply(reply, forks_for_reply, req_seq)
         elif forks_for_reply:  # no reply to carry them: the agent forks them instead
             for spec in forks_for_reply:
-                self.send_agent(self.sched.hosts[0], "newosproc", fork=spec)
+                self.order_fork(self.sched.hosts[0], spec)
 
-    def send_reply(self, r, forks: list) -> None:
+    def order_fork(self, host: str, spec: dict) -> None:
+        """newosproc through the host agent, resent until it answers (forked / forkfail)."""
+        ident = agent_identity(host)
+        frame = self.send(ident, "newosproc", fork=spec)
+        self.delivery.expect(("fork", spec["m"], spec["epoch"]), ident, frame, time.monotonic(), spec["m"],
+                             self.fork_grace(spec))
+
+    def fork_grace(self, spec: dict) -> float:
+        """Wall seconds a fork may legitimately take on top of lost_after: retryOnEAGAIN's sleeps
+        (1+2+...+20 ms of Go time at most) and a slow-fork delay."""
+        retry_ms = sum(range(1, min(spec["fail"], 20) + 1)) if spec["retry"] else 0
+        return retry_ms * 1000 * self.sc.timescale / 1e6 + spec["delay_us"] / 1e6
+
+    def recovered(self, e: fx.Recovered) -> None:
+        self.inject.recovered(e)
+        self.delivery.forget(e.m)
+        self.preempt_sent.pop(e.m, None)
+        self.rec.thread(e.m).update(died_ms=self.go_ms(), died=e.why)
+        death = next((d for d in reversed(self.rec.deaths) if d["m"] == e.m and "doing" not in d), None)
+        if death is None:
+            death = {"m": e.m, "pid": self.rec.pids.get(e.m), "time_ms": self.go_ms(), "frames": []}
+            self.rec.deaths.append(death)
+        death.update(why=e.why, doing=e.doing, requeued=list(e.requeued), ps=list(e.ps))
+        log.warning("M%d %s while %s: requeued %s, handed off %s", e.m, e.why, e.doing,
+                    list(e.requeued), list(e.ps))
+
+    def send_reply(self, r, forks: list, req_seq: int) -> None:
+        ident = self.m_identity_of(r.m)
         if isinstance(r, fx.Execute):
             gp = self._g(r.g)
-            self.send_m(r.m, "execute", g=r.g, prog=gp.prog, pos=position(gp.pc, gp.loops, gp.left),
-                        forks=forks)
+            t, fields = "execute", dict(g=r.g, prog=gp.prog, pos=position(gp.pc, gp.loops, gp.left), forks=forks)
         elif isinstance(r, fx.Cont):
-            self.send_m(r.m, "cont", forks=forks)
+            t, fields = "cont", dict(forks=forks)
         elif isinstance(r, fx.Park):
-            self.send_m(r.m, "park", forks=forks)
-        elif isinstance(r, fx.Exit):
+            t, fields = "park", dict(forks=forks)
+        else:  # Exit: an exiting M forks nothing; its Ms go through its agent
             self.rec.thread(r.m)["exited_ms"] = self.go_ms()
-            for spec in forks:  # an exiting M forks nothing: its Ms go through its agent
-                self.send_agent(self.sched.hosts[0], "newosproc", fork=spec)
-            self.send_m(r.m, "exit")
+            for spec in forks:
+                self.order_fork(self.sched.hosts[0], spec)
+            t, fields = "exit", {}
+        frame = self.send(ident, t, re=req_seq, **fields)
+        self.delivery.remember_reply(r.m, req_seq, ident, frame)
 
     def _g(self, goid: int):
         # allgs is in goid order from 1: goid N is allgs[N-1].
@@ -301,10 +640,10 @@ class Coordinator:
 
     def shutdown_agents(self) -> None:
         for host in self.agents:
-            try:
-                self.send_agent(host, "shutdown")
-            except zmq.ZMQError:
-                pass
+            self.raw_send(agent_identity(host), encode("shutdown", self._seq(), 0))
 
     def close(self) -> None:
+        for fd in list(self.agent_fds):
+            os.close(fd)
+        self.agent_fds.clear()
         self.sock.close(linger=0)

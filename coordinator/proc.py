@@ -125,6 +125,18 @@ def newosproc(sched: Sched, mp: M, forker: M | None, template: bool) -> None:
         slot=mp.slot, epoch=mp.epoch, template=template))
 
 
+EAGAIN = 11
+
+
+def newosproc_failed(sched: Sched, mp: M, errno: int) -> None:
+    """Go 1.16's newosproc when clone fails: print, then throw("newosproc"). (Go 1.20+ first retries
+    EAGAIN 20 times, sleeping try+1 ms: the forker does that when the fault asks for it.)"""
+    prints = [f"runtime: failed to create new OS thread (have {sched.mcount()} already; errno={errno})"]
+    if errno == EAGAIN:
+        prints.append("runtime: may need to increase max user processes (ulimit -u)")
+    raise Throw("newosproc", prints=tuple(prints))
+
+
 def mspinning(mp: M) -> None:
     """Go's mspinning: the caller of startm already counted this M in nmspinning."""
     mp.spinning = True
@@ -144,6 +156,7 @@ def startTemplateThread(sched: Sched) -> None:
     sched.nmsys += 1  # templateThread: lock; nmsys++; checkdead(); unlock
     checkdead(sched)
     nh.waiting = True
+    mp.blocked = True  # it waits in notesleep(&newmHandoff.wake): scheddetail shows blocked=true
 
 
 def templateThread(sched: Sched) -> None:
@@ -221,7 +234,7 @@ def wakep(sched: Sched, caller: M | None) -> None:
     startm(sched, None, True, caller, "wakep")
 
 
-def injectglist(sched: Sched, glist: list, caller: M | None) -> None:
+def injectglist(sched: Sched, glist: list, caller: M | None, why: str = "injectglist") -> None:
     """Go's injectglist: make glist runnable. With no P (sysmon's context, the only one that calls it
     here) every G goes on the global runq and an M is started per G while Ps are idle."""
     from .sched import _Grunnable
@@ -233,7 +246,7 @@ def injectglist(sched: Sched, glist: list, caller: M | None) -> None:
         globrunqput(sched, gp)
     n = len(glist)
     while n != 0 and sched.npidle != 0:
-        startm(sched, None, False, caller, "injectglist")
+        startm(sched, None, False, caller, why)
         n -= 1
 
 

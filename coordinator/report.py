@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 
+from .mdead import lost_goroutines
+
 SCHEMA = "gmpsim.report/1"
 
 
@@ -24,7 +26,8 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
     rec = coord.rec if coord is not None else None
     created = st.get("goroutines_created", 0)
     completed = st.get("goroutines_completed", 0)
-    lost = _lost_goroutines(sched, out)
+    # A fatal run ends every goroutine with the process, as Go's does: none is lost then.
+    lost = lost_goroutines(sched) if sched is not None and out.outcome != "fatal" else []
     by_caller = {k.split(".", 1)[1]: v for k, v in sorted(st.items()) if k.startswith("startm.")}
     return {
         "schema": SCHEMA,
@@ -37,7 +40,8 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
         "outcome": out.outcome,
         "reason": out.reason,
         "fatal": {"message": out.fatal_message, "lines": out.fatal_lines} if out.outcome == "fatal" else None,
-        "goroutines": {"created": created, "completed": completed, "lost": lost},
+        "goroutines": {"created": created, "completed": completed, "lost": len(lost), "lost_ids": lost[:100],
+                       "requeued": st.get("goroutines_requeued", 0)},
         "ms": {
             "created": st.get("ms_created", 0),
             "peak": coord.peak_mcount if coord is not None else 0,
@@ -45,6 +49,8 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
             "via_template": st.get("via_template", 0),
             "exited": st.get("ms_exited", 0),
             "stacks_freed": st.get("stacks_freed", 0),
+            "died": st.get("ms_died", 0),
+            "reforked": st.get("reforked", 0),
         },
         "startm": {"calls": st.get("startm", 0), "by_caller": by_caller, "newm": st.get("newm", 0),
                    "mget": st.get("mget", 0)},
@@ -54,19 +60,20 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
             "notewakeup_to_running": percentiles(rec.notewakeup_to_running if rec else []),
         },
         "protocol": {"events": rec.events if rec else 0, "bad_frames": rec.bad_frames if rec else 0,
-                     "bad_events": rec.bad_events if rec else 0},
+                     "bad_events": rec.bad_events if rec else 0, "refused": rec.refused if rec else 0,
+                     "resent": coord.delivery.resent if coord else 0,
+                     "duplicates": coord.delivery.duplicates if coord else 0},
+        "faults": coord.inject.records if coord else [],
+        "faults_summary": coord.inject.summary() if coord else {},
+        "recovery_policy": "a dead or fenced M's goroutine is requeued on the global run queue and its "
+                           "P handed off (gmpsim's policy; Go has no such path)",
+        "invariants": {"checked": coord.invariants["checked"] if coord else 0,
+                       "violations": coord.invariants["violations"][:20] if coord else []},
+        "deaths": rec.deaths if rec else [],
         "leaks": {"processes": leaks["processes"], "shm_segments": leaks["shm_segments"]},
         "threads": sorted(rec.threads.values(), key=lambda t: t["m"]) if rec else [],
         "wall_s": round(wall_s, 3),
     }
-
-
-def _lost_goroutines(sched, out) -> int:
-    """Goroutines that can no longer finish for a reason the run does not explain. A run that ends
-    because main returned, or dies as Go would, loses none: Go ends them with the process."""
-    if sched is None or out.outcome in ("ok", "fatal"):
-        return 0
-    return 0
 
 
 def write_report(report: dict, path: str) -> None:

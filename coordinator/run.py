@@ -35,6 +35,44 @@ def _agent_main(argv: list[str]) -> None:
     runpy.run_module(AGENT_MODULE, run_name="__main__", alter_sys=True)
 
 
+class LocalAgents:
+    """The host agent processes of a local run: forked from this process (so they inherit the log
+    queue) as `python -m worker.agent`; a restarted one adopts its predecessor's arena."""
+
+    def __init__(self, endpoint: str, run_id: str):
+        self.endpoint, self.run_id = endpoint, run_id
+        self.procs: dict[str, list] = {}
+
+    def start(self, host: str, adopt: bool = False) -> int:
+        argv = ["--endpoint", self.endpoint, "--host", host, "--run-id", self.run_id,
+                "--guardian-pid", str(os.getpid())] + (["--adopt"] if adopt else [])
+        p = multiprocessing.get_context("fork").Process(target=_agent_main, name=f"gmpsim-agent-{host}",
+                                                        args=(argv,))
+        p.start()
+        self.procs.setdefault(host, []).append(p)
+        return p.pid
+
+    def pid(self, host: str) -> int:
+        return self.procs[host][-1].pid
+
+    def restart(self, host: str) -> int:
+        for p in self.procs[host]:
+            p.join(0)  # reap the dead one
+        return self.start(host, adopt=True)
+
+    def all_pids(self) -> list[int]:
+        return [p.pid for ps in self.procs.values() for p in ps]
+
+    def stop(self, wait_s: float) -> None:
+        for ps in self.procs.values():
+            for p in ps:
+                p.join(wait_s)
+                if p.is_alive():
+                    log.error("host agent (pid %d) did not stop in %.0fs; killing it", p.pid, wait_s)
+                    p.kill()
+                    p.join(1)
+
+
 def _setup_logging(path: str):
     import multiprocessing_logging
     root = logging.getLogger()
@@ -63,6 +101,29 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def sweep(pids, shm_names) -> int:
+    """The last line of "nothing left behind": an agent that could not clean up (killed, or stuck)
+    leaves Ms and its arena; end those processes and unlink the segment. Returns what it swept."""
+    n = 0
+    for pid in pids:
+        if pid and _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                n += 1
+            except ProcessLookupError:
+                pass
+    for name in shm_names:
+        try:
+            os.unlink(os.path.join("/dev/shm", name))
+            n += 1
+        except FileNotFoundError:
+            pass
+    deadline = time.monotonic() + 2.0
+    while any(p and _alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return n
+
+
 def count_leaks(pids, shm_names) -> dict:
     """What a run left behind: live processes of it, and shared-memory segments of it."""
     procs = [p for p in pids if p and _alive(p)]
@@ -70,8 +131,10 @@ def count_leaks(pids, shm_names) -> dict:
     return {"processes": len(procs), "shm_segments": len(shm), "pids": procs, "segments": shm}
 
 
-def run_scenario(sc, out_dir: str) -> tuple[dict, "Outcome"]:
-    """Run scenario `sc`, writing report.json, schedtrace.log and gmpsim.log into out_dir."""
+def run_scenario(sc, out_dir: str, observers=()) -> tuple[dict, "Outcome"]:
+    """Run scenario `sc`, writing report.json, schedtrace.log, gmpsim.log and trace.json into out_dir
+    (and threads.png when matplotlib is installed). `observers` (loop.Observer) watch every step:
+    live progress, metrics... (trace.json's recorder is one of them)."""
     os.makedirs(out_dir, exist_ok=True)
     root = _setup_logging(os.path.join(out_dir, "gmpsim.log"))
     run_id = uuid.uuid4().hex[:12]
@@ -83,33 +146,33 @@ def run_scenario(sc, out_dir: str) -> tuple[dict, "Outcome"]:
     old_term = signal.signal(signal.SIGTERM, lambda s, f: interrupted.append(s))
     log.info("run %s: scenario %s (%s), seed %d, gomaxprocs %d, timescale %g", run_id, sc.name, sc.source,
              sc.seed, sc.gomaxprocs, sc.timescale)
-    agent = multiprocessing.get_context("fork").Process(
-        target=_agent_main, name="gmpsim-agent",
-        args=(["--endpoint", endpoint, "--host", "local", "--run-id", run_id],))
-    agent.start()
+    agents = LocalAgents(endpoint, run_id)
+    agents.start("local")
     # Imported only now: the agent, forked above, stays small (a smaller parent forks Ms faster).
     from .loop import Coordinator, Outcome
     from .report import build_report
+    from .trace import TraceRecorder
+    tracer = TraceRecorder(os.path.join(out_dir, "trace.json"),
+                           meta={"scenario": sc.name, "source": sc.source, "seed": sc.seed,
+                                 "gomaxprocs": sc.gomaxprocs, "timescale": float(sc.timescale)})
     ctx = zmq.Context()
     coord = None
     out = Outcome("aborted", reason="did not start")
     try:
         with open(os.path.join(out_dir, "schedtrace.log"), "w") as trace:
-            coord = Coordinator(sc, endpoint, ctx, trace, stop_flag=lambda: bool(interrupted))
+            coord = Coordinator(sc, endpoint, ctx, trace, stop_flag=lambda: bool(interrupted),
+                                observers=[*observers, tracer], agents=agents)
             coord.wait_agents(1)
             coord.start()
             out = coord.run(sc.time_limit_s)
+            coord.finish()
     except RuntimeError as e:
         out = Outcome("aborted", reason=str(e))
         log.error("%s", e)
     finally:
         if coord is not None:
             coord.shutdown_agents()
-        agent.join(SHUTDOWN_WAIT_S)
-        if agent.is_alive():
-            log.error("host agent did not stop in %.0fs; killing it", SHUTDOWN_WAIT_S)
-            agent.kill()
-            agent.join(1)
+        agents.stop(SHUTDOWN_WAIT_S)
         if coord is not None:
             coord.close()
         ctx.term()
@@ -120,10 +183,21 @@ def run_scenario(sc, out_dir: str) -> tuple[dict, "Outcome"]:
         out = Outcome("aborted", reason="interrupted")
     wall_s = time.monotonic() - wall0
     pids = list(coord.rec.pids.values()) if coord is not None else []
-    pids.append(agent.pid)
+    pids += agents.all_pids()
     shm = [a["arena"] for a in coord.agents.values()] if coord is not None else []
     leaks = count_leaks(pids, shm)
+    if leaks["processes"] or leaks["shm_segments"]:
+        # Counted before the sweep: the report says what the run's own shutdown left behind.
+        log.error("left behind after shutdown: pids %s, segments %s; sweeping them", leaks["pids"], leaks["segments"])
+        sweep(pids, shm)
     report = build_report(sc, coord, out, leaks, wall_s)
+    if tracer.written:
+        from .plot import have_matplotlib, plot_run
+        if have_matplotlib():
+            try:
+                plot_run(out_dir)
+            except Exception as e:  # a picture is a bonus: never fail the run for it
+                log.warning("threads.png not written: %s", e)
     log.info("run %s ended: %s%s", run_id, out.outcome, f" ({out.fatal_message})" if out.fatal_message else "")
     _teardown_logging(root)
     return report, out

@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterable
 
 from protocol.ops import OpError, compile_programs, format_value
 
+from .faults import FaultError, FaultSpec, fault_from_table
+
 DEFAULT_SCENARIO = "syscall-storm"
 _BUILTIN_PACKAGE = "coordinator.scenarios"
 _KEY_PATH = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
@@ -49,6 +51,9 @@ class Scenario:
     expect: str
     programs: dict[str, list]
     source: str
+    faults: tuple[FaultSpec, ...] = ()   # [[faults]] tables, then --fault options
+    lost_after_ms: float = 2000.0        # wall ms after which an M that does not answer is lost
+    check_invariants: bool = True
 
     @property
     def expect_fatal(self) -> str | None:
@@ -131,8 +136,10 @@ _FIELDS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "scheddetail": (_boolean, False),
     "time_limit_s": (_positive_number, 60.0),
     "expect": (_expect, "ok"),
+    "lost_after_ms": (_positive_number, 2000.0),
+    "check_invariants": (_boolean, True),
 }
-_KNOWN_KEYS = (*_FIELDS, "programs")
+_KNOWN_KEYS = (*_FIELDS, "programs", "faults")
 
 
 def _unknown_key(key: str, known: Iterable[str]) -> _Invalid:
@@ -161,6 +168,19 @@ def _program_sources(value: Any) -> dict[str, Any]:
     return sources
 
 
+def _faults(value: Any) -> tuple[FaultSpec, ...]:
+    """``[[faults]]`` tables -> FaultSpecs (``coordinator.faults``), each error naming ``faults[i].key``."""
+    if not isinstance(value, list):
+        raise _Invalid("faults", f"expected an array of [[faults]] tables, got {format_value(value)}")
+    specs = []
+    for i, table in enumerate(value):
+        try:
+            specs.append(fault_from_table(table, f"faults[{i}]"))
+        except FaultError as error:
+            raise _Invalid(error.key, error.problem) from None
+    return tuple(specs)
+
+
 def _validate(doc: dict[str, Any], source: str, default_name: str) -> Scenario:
     for key in doc:
         if key not in _KNOWN_KEYS:
@@ -177,7 +197,8 @@ def _validate(doc: dict[str, Any], source: str, default_name: str) -> Scenario:
         programs = compile_programs(_program_sources(doc["programs"]))
     except OpError as error:
         raise _Invalid(error.path, error.problem) from None
-    return Scenario(programs=programs, source=source, **values)
+    faults = _faults(doc["faults"]) if "faults" in doc else ()
+    return Scenario(programs=programs, source=source, faults=faults, **values)
 
 
 # --- overrides (--set key=value) -------------------------------------------------------

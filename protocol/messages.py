@@ -237,8 +237,12 @@ LIST_INT = list_of(INT, 1024)
 ANY = None  # for str_map: values of any msgpack type
 
 POS = record("pos", {"pc": NAT, "loops": list_of(NAT, 64), "left": NAT})  # a goroutine's place in its program
+# fail: how many times the fork fails with EAGAIN before it works (fork-fail fault); retry: newer
+# Go's retryOnEAGAIN; delay_us: wall µs the child waits between fork and mstart (slow-fork fault).
 FORK = record("fork spec", {"m": NAT, "nextp": integer(-1), "spinning": BOOL, "slot": NAT,
-                            "epoch": NAT, "ts": FLOAT, "template": BOOL})
+                            "epoch": NAT, "ts": FLOAT, "template": BOOL, "fail": NAT, "retry": BOOL,
+                            "delay_us": NAT})
+FRAME = record("g0 frame", {"depth": NAT, "goid": INT, "fn": STR, "time": FLOAT, "live": BOOL, "sp": NAT})
 FORKS = list_of(FORK, 1024)
 PROGRAMS = str_map(any_list(100_000), 10_000)  # compiled goroutine programs, by name
 CONFIG = str_map(ANY, 64)
@@ -258,25 +262,29 @@ MESSAGES: dict[str, dict[str, Kind]] = {
     "gopark": {"m": INT, "g": INT, "pos": POS, "reason": STR, "us": NAT},
     "gosched": {"m": INT, "g": INT, "pos": POS},
     "goexit": {"m": INT, "g": INT, "pos": POS},  # pos.pc == len(code): the goroutine returned
-    "forked": {"m": INT, "child": INT, "pid": INT},  # m: the forker, -1 for the agent
-    "forkfail": {"m": INT, "child": INT, "errno": INT},
+    "forked": {"m": INT, "child": INT, "cepoch": NAT, "pid": INT},  # m: the forker, -1 for the agent
+    "forkfail": {"m": INT, "child": INT, "cepoch": NAT, "errno": INT, "tries": NAT},
     "heartbeat": {"m": INT},
     # coordinator -> M
-    "execute": {"g": INT, "prog": STR, "pos": POS, "forks": FORKS},
-    "cont": {"forks": FORKS},
-    "park": {"forks": FORKS},
+    # replies name the request they answer (re = its seq): a late duplicate is never taken for the
+    # answer to the next request
+    "execute": {"re": NAT, "g": INT, "prog": STR, "pos": POS, "forks": FORKS},
+    "cont": {"re": NAT, "forks": FORKS},
+    "park": {"re": NAT, "forks": FORKS},
     "wake": {"nextp": INT, "sent": FLOAT},
     "preempt": {"g": INT},
-    "exit": {},
+    "exit": {"re": NAT},
     "shutdown": {},
     # agent -> coordinator
     "agent_hello": {"host": STR, "pid": INT, "arena": STR, "slot_size": INT, "slots": INT},
-    "mexited": {"m": INT, "pid": INT, "status": INT},
+    # status: exit code, -N for signal N, None-like -256 when not our child; frames: its g0 stack
+    "mexited": {"m": INT, "pid": INT, "status": INT, "frames": list_of(FRAME, 256)},
     # coordinator -> agent
     "welcome": {"programs": PROGRAMS, "timescale": FLOAT, "config": CONFIG},
     "newosproc": {"fork": FORK},
     "stackfree": {"slot": INT, "m": INT},
-    "watch": {"m": INT, "pid": INT},
+    "watch": {"m": INT, "pid": INT, "slot": INT},
+    "signal": {"m": INT, "pid": INT, "sig": integer(1, 64)},  # fault injection: kill/stop/cont an M
     # any direction
     "ack": {"re": INT},
 }
@@ -285,12 +293,14 @@ TYPES: frozenset[str] = frozenset(MESSAGES)
 
 
 def fork_spec(*, m: int, nextp: int, slot: int, epoch: int, ts: float,
-              spinning: bool = False, template: bool = False) -> dict:
+              spinning: bool = False, template: bool = False, fail: int = 0, retry: bool = False,
+              delay_us: int = 0) -> dict:
     """One fork order (``newosproc``'s ``fork``, an item of ``forks``): start M ``m`` in stack
     slot ``slot`` as incarnation ``epoch``, handing it P ``nextp`` (-1: none); ``ts`` is when
     the coordinator decided it; ``template``: forked by the agent, not by an M."""
     return {"m": m, "nextp": nextp, "spinning": spinning, "slot": slot,
-            "epoch": epoch, "ts": float(ts), "template": template}
+            "epoch": epoch, "ts": float(ts), "template": template, "fail": fail, "retry": retry,
+            "delay_us": delay_us}
 
 
 def position(pc: int = 0, loops: list[int] | tuple[int, ...] = (), left: int = 0) -> dict:

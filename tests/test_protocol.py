@@ -36,23 +36,24 @@ SAMPLES = {
     "gopark": dict(m=1, g=7, pos=POS, reason="sleep", us=1000),
     "gosched": dict(m=1, g=7, pos=POS),
     "goexit": dict(m=1, g=7, pos=dict(pc=3, loops=[], left=0)),
-    "forked": dict(m=-1, child=3, pid=999),
-    "forkfail": dict(m=0, child=3, errno=11),
+    "forked": dict(m=-1, child=3, cepoch=1, pid=999),
+    "forkfail": dict(m=0, child=3, cepoch=1, errno=11, tries=1),
     "heartbeat": dict(m=1),
-    "execute": dict(g=7, prog="main", pos=POS, forks=[FORK, TEMPLATE_FORK]),
-    "cont": dict(forks=[]),
-    "park": dict(forks=[FORK]),
+    "execute": dict(re=4, g=7, prog="main", pos=POS, forks=[FORK, TEMPLATE_FORK]),
+    "cont": dict(re=4, forks=[]),
+    "park": dict(re=4, forks=[FORK]),
     "wake": dict(nextp=0, sent=3.25),
     "preempt": dict(g=7),
-    "exit": {},
+    "exit": dict(re=4),
     "shutdown": {},
     "agent_hello": dict(host="node-a", pid=100, arena="/gmpsim-arena", slot_size=65536, slots=64),
-    "mexited": dict(m=3, pid=999, status=-9),
+    "mexited": dict(m=3, pid=999, status=-9, frames=[dict(depth=0, goid=-1, fn="runtime.mstart", time=1.5, live=True, sp=8128)]),
     "welcome": dict(programs={"main": [["go", "worker", 4], ["exit"]], "worker": []},
                     timescale=100.0, config={"gomaxprocs": 4, "name": "demo", "faults": []}),
     "newosproc": dict(fork=TEMPLATE_FORK),
     "stackfree": dict(slot=4, m=3),
-    "watch": dict(m=3, pid=999),
+    "watch": dict(m=3, pid=999, slot=2),
+    "signal": dict(m=3, pid=999, sig=9),
     "ack": dict(re=17),
 }
 
@@ -95,7 +96,7 @@ def test_every_type_round_trips(t):
 def test_ints_sent_as_floats_become_floats_and_inputs_are_not_modified():
     fork = fork_spec(m=1, nextp=0, slot=0, epoch=0, ts=0)
     fork["ts"] = 7  # as a non-Python peer might send it
-    msg = decode(encode("park", 0, forks=[fork]))
+    msg = decode(encode("park", 0, re=1, forks=[fork]))
     assert msg["forks"][0]["ts"] == 7.0 and type(msg["forks"][0]["ts"]) is float
     assert type(fork["ts"]) is int  # encode copied rather than normalising the caller's dict
     wake = decode(raw("wake", sent=2))
@@ -104,7 +105,8 @@ def test_ints_sent_as_floats_become_floats_and_inputs_are_not_modified():
 
 def test_helpers_build_valid_parts():
     assert fork_spec(m=1, nextp=-1, slot=2, epoch=3, ts=1) == {
-        "m": 1, "nextp": -1, "spinning": False, "slot": 2, "epoch": 3, "ts": 1.0, "template": False}
+        "m": 1, "nextp": -1, "spinning": False, "slot": 2, "epoch": 3, "ts": 1.0, "template": False,
+        "fail": 0, "retry": False, "delay_us": 0}
     assert position(4, (1, 2), 9) == {"pc": 4, "loops": [1, 2], "left": 9}
     assert decode(encode("gosched", 0, m=0, g=1, pos=position()))["pos"] == position()
 
@@ -207,7 +209,7 @@ def test_encode_applies_the_same_rules():
     with pytest.raises(ProtocolError, match=r"field 'pos\.loops\[0\]' of 'gosched'"):
         encode("gosched", 0, m=1, g=1, pos=position(0, [-1]))
     with pytest.raises(ProtocolError, match=r"field 'm' of 'forked': .* \(beyond 64 bits\)"):
-        encode("forked", 0, m=-(2**63) - 1, child=1, pid=1)  # msgpack could not even pack it
+        encode("forked", 0, m=-(2**63) - 1, child=1, cepoch=1, pid=1)  # msgpack could not even pack it
     with pytest.raises(ProtocolError, match="field 'g' of 'goexit': missing"):
         encode("goexit", 0, m=1)
     with pytest.raises(ProtocolError, match="field 'seq' of 'ack'"):
@@ -357,7 +359,7 @@ def test_router_dealer_exchange_over_ipc(rundir, ctx):
         assert heard[("agent", "node-a")][1]["t"] == "agent_hello"
 
         server.send_multipart([heard[("m", 3, 1)][0], encode("wake", 1, nextp=0, sent=2.5)])
-        server.send_multipart([m_identity(99, 0), encode("exit", 2)])  # unknown peer: dropped
+        server.send_multipart([m_identity(99, 0), encode("exit", 2, re=1)])  # unknown peer: dropped
         assert m_sock.poll(5000), "the reply did not reach the DEALER"
         reply = decode(m_sock.recv())
         assert (reply["t"], reply["nextp"], reply["sent"]) == ("wake", 0, 2.5)

@@ -162,7 +162,7 @@ def test_bad_override_syntax_and_keys():
     assert error_of("syscall-storm", ["gomaxproc=4"]) == (
         "--set gomaxproc=4: gomaxproc: unknown key; did you mean 'gomaxprocs'? (known keys: name, "
         "description, gomaxprocs, timescale, seed, maxmcount, schedtrace_ms, scheddetail, time_limit_s, "
-        "expect, programs)")
+        "expect, lost_after_ms, check_invariants, programs, faults)")
     assert error_of("syscall-storm", ["gomaxprocs.x=4"]) == (
         "--set gomaxprocs.x=4: gomaxprocs: is not a table, so it has no keys to set")
     assert error_of("syscall-storm", ["programs.main.opz=[]"]).startswith(
@@ -202,7 +202,11 @@ def test_errors_in_the_file_are_still_blamed_on_the_file(tmp_path):
         ('name = ""', 'name: expected a one-line name of 1 to 200 characters, got ""'),
         ("description = []", "description: expected a string, got []"),
         ("gomaxproc = 4", "gomaxproc: unknown key; did you mean 'gomaxprocs'?"),
-        ("[faults]", "faults: unknown key (known keys: name, "),
+        ("[faults]", "faults: expected an array of [[faults]] tables, got {}"),
+        ("lost_after_ms = 0", "lost_after_ms: expected a number > 0, got 0"),
+        ('lost_after_ms = "2s"', 'lost_after_ms: expected a number > 0, got "2s"'),
+        ("check_invariants = 1", "check_invariants: expected true or false, got 1"),
+        ("faults = 3", "faults: expected an array of [[faults]] tables, got 3"),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path, line, message):
@@ -258,3 +262,102 @@ def test_a_path_that_looks_like_a_builtin_is_a_path(tmp_path, monkeypatch):
     assert load("deadlock.toml").name == "t"
     assert load("./deadlock.toml").source == "./deadlock.toml"
     assert load("deadlock").source == "builtin:deadlock"
+
+
+# --- faults and the fault-related keys ----------------------------------------------------
+
+def test_fault_keys_defaults():
+    scenario = loads(MINIMAL)
+    assert scenario.faults == ()
+    assert scenario.lost_after_ms == 2000.0
+    assert scenario.check_invariants is True
+
+
+def test_fault_keys_values(tmp_path):
+    from coordinator.faults import FaultSpec, parse_fault
+    # top-level keys come before the tables
+    text = 'lost_after_ms = 500\ncheck_invariants = false\n' + MINIMAL + """
+[[faults]]
+kind = "kill-m"
+every_ms = 100
+target = "random:running"
+count = 3
+
+[[faults]]
+kind = "stop-m"
+at_ms = 2.5
+duration_ms = 20
+
+[[faults]]
+kind = "drop"
+types = ["wake", "park"]
+probability = 0.1
+until_ms = 50
+
+[[faults]]
+kind = "fork-fail"
+retry = true
+start_ms = 2
+
+[[faults]]
+kind = "kill-template"
+at_ms = 5
+restart = false
+"""
+    scenario = load(write(tmp_path, text))
+    assert scenario.lost_after_ms == 500.0 and isinstance(scenario.lost_after_ms, float)
+    assert scenario.check_invariants is False
+    assert scenario.faults == (
+        parse_fault("kill-m:every=100ms,target=random:running,count=3"),
+        parse_fault("stop-m:at=2.5ms,duration=20ms"),
+        parse_fault("drop:type=wake+park,p=0.1,until=50ms"),
+        parse_fault("fork-fail:retry=true,start=2ms"),
+        parse_fault("kill-template:at=5ms,restart=false"),
+    )
+    assert all(isinstance(f, FaultSpec) for f in scenario.faults)
+    assert scenario.faults[1].duration_ms == 20.0
+
+
+def test_faults_by_override():
+    scenario = load("syscall-storm", ['faults=[{kind = "kill-m", at_ms = 3}]', "lost_after_ms=100",
+                                      "check_invariants=false"])
+    assert [f.kind for f in scenario.faults] == ["kill-m"]
+    assert scenario.faults[0].at_ms == 3.0
+    assert (scenario.lost_after_ms, scenario.check_invariants) == (100.0, False)
+    assert error_of("syscall-storm", ['faults=[{kind = "kill-m", every_ms = "fast"}]']) == (
+        '--set faults=[{kind = "kill-m", every_ms = "fast"}]: faults[0].every_ms: '
+        'expected a number of Go ms > 0, got "fast"')
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ('kind = "kil-m"\nat_ms = 1', "faults[0].kind: unknown fault kind \"kil-m\"; did you mean 'kill-m'?"),
+        ("at_ms = 1", "faults[0].kind: missing: every fault needs a kind"),
+        ('kind = "kill-m"', "faults[0].at_ms: missing: kill-m needs at_ms (once) or every_ms (recurring)"),
+        ('kind = "kill-m"\nat_ms = 1\nevery_ms = 2', "faults[0].every_ms: expected at_ms or every_ms, not both"),
+        ('kind = "kill-m"\nevery = 2', "faults[0].every: unknown key; did you mean 'every_ms'?"),
+        ('kind = "kill-m"\nat_ms = -1', "faults[0].at_ms: expected a number of Go ms >= 0, got -1"),
+        ('kind = "kill-m"\nat_ms = true', "faults[0].at_ms: expected a number of Go ms >= 0, got true"),
+        ('kind = "kill-m"\nat_ms = 1\nduration_ms = 3', "faults[0].duration_ms: not used by kill-m"),
+        ('kind = "stop-m"\nat_ms = 1', "faults[0].duration_ms: missing: stop-m needs duration_ms"),
+        ('kind = "drop"\ntypes = "wake"', 'faults[0].types: expected a list such as ["wake", "park"], or ["*"], got "wake"'),
+        ('kind = "drop"\ntypes = []', 'faults[0].types: expected a list such as ["wake", "park"], or ["*"], got []'),
+        ('kind = "drop"\ntypes = ["wak"]', "faults[0].types: unknown message type 'wak'; did you mean 'wake'?"),
+        ('kind = "drop"\nprobability = 1.5', "faults[0].probability: expected a probability from 0 to 1, got 1.5"),
+        ('kind = "drop"\ncount = 0', "faults[0].count: expected a whole number >= 1, got 0"),
+        ('kind = "fork-fail"\nretry = "yes"', 'faults[0].retry: expected true or false, got "yes"'),
+        ('kind = "kill-m"\nevery_ms = 1\ntarget = "m:x"', "faults[0].target: expected one of random, "),
+    ],
+)
+def test_bad_fault_tables_name_file_and_key(tmp_path, table, message):
+    path = write(tmp_path, MINIMAL + "[[faults]]\n" + table + "\n")
+    assert error_of(path).startswith(f"{path}: {message}")
+
+
+def test_bad_second_fault_names_its_index(tmp_path):
+    path = write(tmp_path, MINIMAL + '[[faults]]\nkind = "drop"\n[[faults]]\nkind = "delay"\n')
+    assert error_of(path) == (f"{path}: faults[1].duration_ms: missing: delay needs duration_ms "
+                              "(the longest delay a message gets)")
+    path = write(tmp_path, 'faults = [3]\n' + MINIMAL, "z.toml")
+    assert error_of(path) == f"{path}: faults[0]: expected a table with a kind (a [[faults]] table), got 3"

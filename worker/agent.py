@@ -2,9 +2,11 @@
 
 A pristine process that never runs goroutines. It maps the arena before forking anything (Ms
 inherit the mapping), forks the Ms that no M's process forks (m0, sysmon's, the template's),
-watches every M of its host with a pidfd and, as the child subreaper, reaps the orphans; each exit
-it reports to the coordinator (that report is exitThread clearing m.freeWait). At shutdown it
-ends its Ms and unlinks the arena. Run as `python -m worker.agent --endpoint E --host H --run-id R`.
+watches every M of its host with a pidfd and, as the child subreaper, reaps the orphans. Each exit
+it reports to the coordinator with the dead M's last g0 frames read from the arena (that report is
+exitThread clearing m.freeWait, and the post-mortem). At shutdown it ends its Ms and unlinks the
+arena. A restarted agent (`--adopt`) maps the arena its predecessor left and watches the Ms it is
+told about. Run as `python -m worker.agent --endpoint E --host H --run-id R --guardian-pid P`.
 """
 from __future__ import annotations
 
@@ -22,14 +24,16 @@ import zmq
 from protocol.codec import ProtocolError, decode, encode
 from protocol.transport import agent_identity, dealer
 
-from .g0 import G0_STACK_SIZE, Arena, arena_name
-from .m import HostConfig, fork_m
+from .g0 import G0_STACK_SIZE, Arena, arena_name, read_frames
+from .m import HostConfig, newosproc
 from .reaper import PidWatch, kill_and_wait, reap, set_child_subreaper
 
 log = logging.getLogger("gmpsim.agent")
 
 PR_SET_PDEATHSIG = 1
-REAP_EVERY_S = 0.2
+POLL_S = 0.1  # reap orphans and resend unacknowledged reports this often
+RESEND_S = 0.05
+NOT_OUR_CHILD = -256  # mexited.status when the exit status is not ours to read
 
 
 def _die_with_parent() -> None:
@@ -39,20 +43,33 @@ def _die_with_parent() -> None:
 
 
 class Agent:
-    def __init__(self, endpoint: str, host: str, run_id: str, slots: int, slot_size: int):
+    def __init__(self, endpoint: str, host: str, run_id: str, slots: int, slot_size: int,
+                 guardian_pid: int, adopt: bool):
         self.endpoint, self.host, self.run_id = endpoint, host, run_id
-        self.arena = Arena.create(arena_name(run_id, host), slots, slot_size)
+        self.guardian_pid = guardian_pid
+        name = arena_name(run_id, host)
+        self.arena = (Arena.attach(name, readonly=False, slot_size=slot_size) if adopt
+                      else Arena.create(name, slots, slot_size))
         self.watch = PidWatch()
         self.pids: dict[int, int] = {}  # M id -> pid, every M of this host still alive
+        self.slots: dict[int, int] = {}  # M id -> its g0 slot (for the post-mortem)
         self.exits: dict[int, int] = {}  # pid -> exit status, reaped before its pidfd fired
+        self.forked: dict[tuple[int, int], tuple[str, dict]] = {}  # (m, epoch) -> the answer sent
+        self.unacked: dict[int, list] = {}  # seq -> [frame, resend at]
         self.seq = 0
+        self.backlog: list[bytes] = []  # frames that came while a fork was retrying
         self.cfg: HostConfig | None = None
         self.ctx = zmq.Context()
         self.sock = dealer(self.ctx, endpoint, agent_identity(host))
 
-    def send(self, t: str, **fields) -> None:
+    def send(self, t: str, reliable: bool = False, **fields) -> None:
         self.seq += 1
-        self.sock.send(encode(t, self.seq, 0, **fields))
+        # The envelope's epoch is this agent's incarnation (its pid): a restarted agent's seqs start
+        # again at 1 and must not look like duplicates of its predecessor's.
+        frame = encode(t, self.seq, os.getpid(), **fields)
+        if reliable:
+            self.unacked[self.seq] = [frame, time.monotonic() + RESEND_S]
+        self.sock.send(frame)
 
     def run(self) -> None:
         self.send("agent_hello", host=self.host, pid=os.getpid(), arena=self.arena.name,
@@ -60,26 +77,34 @@ class Agent:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         registered: set[int] = set()
-        next_reap = time.monotonic() + REAP_EVERY_S
         while True:
             for fd in self.watch.fds():
                 if fd not in registered:
                     poller.register(fd, zmq.POLLIN)
                     registered.add(fd)
-            events = dict(poller.poll(REAP_EVERY_S * 1000))
+            events = dict(poller.poll(POLL_S * 1000))
+            while self.backlog:
+                if self.handle(self.backlog.pop(0)) == "shutdown":
+                    return
             if self.sock in events:
                 while self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     if self.handle(self.sock.recv()) == "shutdown":
                         return
             fds = [fd for fd in events if isinstance(fd, int)]
-            if fds or time.monotonic() >= next_reap:
-                self.collect_orphans()
-                next_reap = time.monotonic() + REAP_EVERY_S
+            self.collect_orphans()
             for fd in fds:
                 poller.unregister(fd)
                 registered.discard(fd)
             for mid, pid in self.watch.ready(fds) if fds else ():
                 self.report_exit(mid, pid)
+            self.resend()
+
+    def resend(self) -> None:
+        now = time.monotonic()
+        for entry in self.unacked.values():
+            if entry[1] <= now:
+                self.sock.send(entry[0])
+                entry[1] = now + RESEND_S
 
     def collect_orphans(self) -> None:
         """Reap our children and the orphans re-parented to us (subreaper)."""
@@ -87,10 +112,13 @@ class Agent:
             self.exits[pid] = status
 
     def report_exit(self, mid: int, pid: int) -> None:
+        """An M's process is gone: report it, with its last g0 frames (the crash dump of the thread)."""
         self.collect_orphans()
-        status = self.exits.pop(pid, 0)  # not our child: its forker reaped it (SIGCHLD ignored)
+        status = self.exits.pop(pid, NOT_OUR_CHILD)  # not ours: its forker reaped it (SIGCHLD ignored)
         self.pids.pop(mid, None)
-        self.send("mexited", m=mid, pid=pid, status=status)
+        slot = self.slots.pop(mid, None)
+        frames = read_frames(self.arena, slot) if slot is not None else []
+        self.send("mexited", reliable=True, m=mid, pid=pid, status=status, frames=frames[:256])
 
     def handle(self, frame: bytes) -> str | None:
         try:
@@ -100,32 +128,67 @@ class Agent:
             return None
         t = msg["t"]
         if t == "welcome":
-            self.cfg = HostConfig(endpoint=self.endpoint, host=self.host, agent_pid=os.getpid(),
+            self.cfg = HostConfig(endpoint=self.endpoint, host=self.host, guardian_pid=self.guardian_pid,
                                   arena=self.arena, programs=msg["programs"],
                                   timescale=msg["timescale"], **msg["config"])
             gc.freeze()
         elif t == "newosproc":  # newm1 from the template thread (or for sysmon's newm)
-            spec = msg["fork"]
-            pid = fork_m(self.cfg, spec, time.monotonic())
-            self.watch_m(spec["m"], pid)
-            self.send("forked", m=-1, child=spec["m"], pid=pid)
+            self.on_newosproc(msg["fork"])
         elif t == "watch":
-            self.watch_m(msg["m"], msg["pid"])
+            self.watch_m(msg["m"], msg["pid"], msg["slot"])
+            self.send("ack", re=msg["seq"])
+        elif t == "signal":
+            if self.pids.get(msg["m"]) == msg["pid"]:
+                try:
+                    os.kill(msg["pid"], msg["sig"])
+                except ProcessLookupError:
+                    pass
         elif t == "stackfree":
             if msg["m"] in self.pids:  # freeWait must have been 0: the owner's process is gone
                 log.error("agent %s: stackfree of slot %d while M%d (pid %d) still runs",
                           self.host, msg["slot"], msg["m"], self.pids[msg["m"]])
             self.arena.stackfree(msg["slot"])
+        elif t == "ack":
+            self.unacked.pop(msg["re"], None)
         elif t == "shutdown":
             return "shutdown"
         else:
             log.warning("agent %s: unexpected %s", self.host, t)
         return None
 
-    def watch_m(self, mid: int, pid: int) -> None:
+    def on_newosproc(self, spec: dict) -> None:
+        """Fork the M (once per incarnation: a resent order gets the same answer again)."""
+        key = (spec["m"], spec["epoch"])
+        if key not in self.forked:
+            pid, tries = newosproc(self.cfg, spec, sleep=self.sleep_listening)
+            if pid < 0:
+                self.forked[key] = ("forkfail", dict(child=spec["m"], cepoch=spec["epoch"], errno=-pid, tries=tries))
+            else:
+                self.watch_m(spec["m"], pid, spec["slot"])
+                self.forked[key] = ("forked", dict(child=spec["m"], cepoch=spec["epoch"], pid=pid))
+        t, fields = self.forked[key]
+        self.send(t, m=-1, **fields)
+
+    def sleep_listening(self, seconds: float) -> None:
+        """retryOnEAGAIN's sleep in the template thread: it still hears a shutdown; other messages
+        wait in the backlog until the fork is done."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self.sock.poll(left * 1000):
+                frame = self.sock.recv()
+                try:
+                    if decode(frame)["t"] == "shutdown":
+                        raise SystemExit(0)
+                except ProtocolError:
+                    pass
+                self.backlog.append(frame)
+
+    def watch_m(self, mid: int, pid: int, slot: int) -> None:
         if mid in self.watch:
             return
         self.pids[mid] = pid
+        if slot >= 0:
+            self.slots[mid] = slot
         self.watch.add(mid, pid)
 
     def shutdown(self) -> None:
@@ -138,7 +201,7 @@ class Agent:
         self.arena.unlink()
         self.arena.close()
         try:
-            self.send("mexited", m=-1, pid=os.getpid(), status=0)  # the agent itself is done
+            self.send("mexited", m=-1, pid=os.getpid(), status=0, frames=[])  # the agent itself is done
         except zmq.ZMQError:
             pass
         self.sock.close(linger=200)
@@ -152,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-id", required=True)
     ap.add_argument("--slots", type=int, default=12000)
     ap.add_argument("--slot-size", type=int, default=G0_STACK_SIZE)
+    ap.add_argument("--guardian-pid", type=int, default=os.getppid(),
+                    help="the process whose death ends every M of this host (the coordinator)")
+    ap.add_argument("--adopt", action="store_true", help="take over the arena of an agent that died")
     args = ap.parse_args(argv)
     set_child_subreaper()
     _die_with_parent()
@@ -160,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum, frame):
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, on_term)
-    agent = Agent(args.endpoint, args.host, args.run_id, args.slots, args.slot_size)
+    agent = Agent(args.endpoint, args.host, args.run_id, args.slots, args.slot_size,
+                  args.guardian_pid, args.adopt)
     try:
         agent.run()
     except SystemExit:

@@ -5,6 +5,10 @@ The scheduling decisions are the coordinator's (the core); this process asks for
 where Go's M would enter the scheduler (entersyscall, gopark, goexit, ...), and carries out the
 answer: execute a goroutine, go on, park, or exit. Every such call runs on the M's g0 stack in
 shared memory (`systemstack`), so a dead M's last frames can be read from the arena.
+
+Delivery: a request is resent (same seq) until a reply naming it (`re`) arrives, so a dropped
+request or reply costs a retry, not a lost M; the coordinator answers a duplicate from its cache.
+A WAKE is kept until the sleep (lock_futex.go's note) and a duplicate of it (same seq) is ignored.
 """
 from __future__ import annotations
 
@@ -19,8 +23,6 @@ from dataclasses import dataclass
 import zmq
 
 from protocol.codec import ProtocolError, decode, encode
-from protocol.messages import position
-from protocol.ops import advance
 from protocol.throw import Throw
 from protocol.transport import dealer, m_identity
 
@@ -29,11 +31,12 @@ from .run_ops import TAINT_ENV, OpRunner
 
 log = logging.getLogger("gmpsim.m")
 
-AGENT_CHECK_MS = 500  # how often a blocked M looks whether its agent died
+GUARD_CHECK_MS = 500  # how often a blocked M looks whether the coordinator is still there
+RETRY_FIRST_MS, RETRY_MAX_MS = 50, 800  # resending an unanswered request (a round trip is ~0.2 ms)
+EAGAIN = 11
+RETRY_ON_EAGAIN_TRIES = 20  # runtime/retry.go (Go 1.20+)
 
 REPLIES = frozenset({"execute", "cont", "park", "exit"})
-
-
 
 
 @dataclass
@@ -41,7 +44,7 @@ class HostConfig:
     """What every M of a host shares, inherited through fork from the agent."""
     endpoint: str
     host: str
-    agent_pid: int
+    guardian_pid: int  # the process whose death ends this M (the local coordinator)
     arena: Arena
     programs: dict
     timescale: float  # wall µs per Go µs
@@ -50,8 +53,8 @@ class HostConfig:
 
 def child_after_fork() -> None:
     """In a freshly forked M: Ms reap their own children (SIGCHLD ignored; orphans go to the agent,
-    the subreaper); Ctrl-C is the coordinator's to handle; multiprocessing's after-fork hooks reset
-    the inherited log queue (the mp logging handler), as multiprocessing does for its own children."""
+    the subreaper); Ctrl-C is the coordinator's to handle; the inherited log queue is reset before
+    the first record."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -70,15 +73,30 @@ def _reset_log_queue_once(record) -> bool:
     return True
 
 
-def fork_m(cfg: HostConfig, spec: dict, decided: float) -> int:
-    """newosproc: fork this process into the new M described by `spec` (a fork spec). The child never
-    touches this process's ZeroMQ context: it makes its own in mstart. Returns the child's pid."""
+def newosproc(cfg: HostConfig, spec: dict, sleep=time.sleep) -> tuple[int, int]:
+    """Go's newosproc (with newer Go's retryOnEAGAIN when spec["retry"]): returns (pid, tries), or
+    (-EAGAIN, tries) when the fork failed. A fork-fail fault makes the first spec["fail"] tries fail
+    with EAGAIN, as a loaded host's clone does (golang/go#49438); Go 1.16 gives up at once."""
+    tries = 0
+    while tries < spec["fail"]:
+        tries += 1
+        if not spec["retry"] or tries >= RETRY_ON_EAGAIN_TRIES:
+            return -EAGAIN, tries
+        sleep(tries * 1000 * cfg.timescale / 1e6)  # usleep_no_g((tries+1) * 1000), Go time
+    return fork_m(cfg, spec), tries
+
+
+def fork_m(cfg: HostConfig, spec: dict) -> int:
+    """clone: fork this process into the new M described by `spec`. The child never touches this
+    process's ZeroMQ context: it makes its own in mstart. Returns the child's pid."""
     gc.freeze()  # the child's collections must not dirty the inherited heap (FACTS.md)
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             child_after_fork()
+            if spec["delay_us"]:
+                time.sleep(spec["delay_us"] / 1e6)  # slow-fork fault: between fork and mstart
             WorkerM(cfg, spec).mstart()
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 0
@@ -100,32 +118,36 @@ class WorkerM:
         self.spec = spec
         self.seq = 0
         self.park_key = 0  # m.park's note key: a WAKE kept until the sleep (lock_futex.go semantics)
+        self.last_wake_seq = -1
         self.wake_sent = 0.0
+        self.woke_at = 0.0
         self.preempt_g = -1  # gp.preempt for the goroutine this M runs
         self.g0 = G0Stack(cfg.arena, spec["slot"])
+        self.guard_fd = -1
         self.ctx = None
         self.sock = None
-        self.agent_fd = -1
 
     # --- wire -------------------------------------------------------------------------------------
 
-    def send(self, t: str, **fields) -> None:
+    def send(self, t: str, **fields) -> bytes:
         self.seq += 1
-        self.sock.send(encode(t, self.seq, self.epoch, m=self.id, **fields))
+        frame = encode(t, self.seq, self.epoch, m=self.id, **fields)
+        self.sock.send(frame)
+        return frame
 
     def recv(self, timeout_ms: float | None) -> dict | None:
         """One message, or None on timeout. A blocking wait is a plain recv (the fastest wake), which
-        every AGENT_CHECK_MS looks whether the host agent is still there: an M outlives no agent."""
+        every GUARD_CHECK_MS looks whether the coordinator is still there: an M outlives no run."""
         if timeout_ms is None:
             while True:
                 try:
                     frame = self.sock.recv()
                     break
                 except zmq.Again:
-                    self.check_agent()
+                    self.check_guardian()
         else:
             if not self.sock.poll(timeout_ms):
-                self.check_agent()
+                self.check_guardian()
                 return None
             frame = self.sock.recv()
         try:
@@ -135,17 +157,19 @@ class WorkerM:
             return None
         return self._note(msg)
 
-    def check_agent(self) -> None:
-        if select.select([self.agent_fd], [], [], 0)[0]:
-            log.warning("M%d: host agent is gone; exiting", self.id)
-            raise SystemExit(3)
+    def check_guardian(self) -> None:
+        if select.select([self.guard_fd], [], [], 0)[0]:
+            raise SystemExit(3)  # the coordinator is gone: nobody will ever wake or need us
 
     def _note(self, msg: dict) -> dict | None:
         """Messages that may come at any time: wake (kept until the sleep), preempt, shutdown."""
         t = msg["t"]
         if t == "wake":
+            if msg["seq"] <= self.last_wake_seq:
+                return None  # a resent WAKE we already have
             if self.park_key != 0:
                 raise Throw("notewakeup - double wakeup", prints=(f"notewakeup - double wakeup ({self.park_key})",))
+            self.last_wake_seq = msg["seq"]
             self.park_key = 1
             self.wake_sent = msg["sent"]
             self.woke_at = time.monotonic()
@@ -158,17 +182,20 @@ class WorkerM:
         return msg
 
     def call(self, t: str, **fields) -> dict:
-        """Send a request and wait for the core's answer (execute, cont, park or exit)."""
-        self.send(t, **fields)
-        return self.await_reply()
-
-    def await_reply(self) -> dict:
+        """Send a request and wait for the core's answer to it (execute, cont, park or exit),
+        resending it while none comes."""
+        frame = self.send(t, **fields)
+        seq = self.seq
+        wait_ms = RETRY_FIRST_MS
+        deadline = time.monotonic() + wait_ms / 1000
         while True:
-            msg = self.recv(None)
-            if msg is not None and msg["t"] in REPLIES:
+            msg = self.recv(max(0.0, (deadline - time.monotonic()) * 1000))
+            if msg is not None and msg["t"] in REPLIES and msg["re"] == seq:
                 return msg
-            if msg is not None:
-                log.warning("M%d: unexpected %s while waiting for a reply", self.id, msg["t"])
+            if time.monotonic() >= deadline:
+                self.sock.send(frame)  # same seq: the coordinator answers a duplicate from its cache
+                wait_ms = min(wait_ms * 2, RETRY_MAX_MS)
+                deadline = time.monotonic() + wait_ms / 1000
 
     # --- Go's M -----------------------------------------------------------------------------------
 
@@ -178,8 +205,8 @@ class WorkerM:
         started = time.monotonic()
         self.ctx = zmq.Context()
         self.sock = dealer(self.ctx, self.cfg.endpoint, m_identity(self.id, self.epoch))
-        self.sock.setsockopt(zmq.RCVTIMEO, AGENT_CHECK_MS)
-        self.agent_fd = os.pidfd_open(self.cfg.agent_pid)
+        self.sock.setsockopt(zmq.RCVTIMEO, GUARD_CHECK_MS)
+        self.guard_fd = os.pidfd_open(self.cfg.guardian_pid)
         with self.g0.mstart_frame():
             with self.g0.systemstack("runtime.mstart1"):
                 reply = self.call("hello", pid=os.getpid(), host=self.cfg.host, started=started,
@@ -193,7 +220,9 @@ class WorkerM:
             self.newosprocs(reply.get("forks", ()))
             t = reply["t"]
             if t == "execute":
-                reply = runner.execute(reply["g"], reply["prog"], reply["pos"])
+                # Go's g0 stack while a goroutine runs: mstart → schedule → execute (→ gogo).
+                with self.g0.systemstack("runtime.schedule"), self.g0.systemstack("runtime.execute", reply["g"]):
+                    reply = runner.execute(reply["g"], reply["prog"], reply["pos"])
             elif t == "park":
                 reply = self.mPark()
             elif t == "exit":
@@ -205,19 +234,21 @@ class WorkerM:
         """newm1 → newosproc for each M the core asked this M to create: a fork of this process."""
         for spec in forks:
             with self.g0.systemstack("runtime.newosproc"):
-                pid = fork_m(self.cfg, spec, time.monotonic())
-            self.send("forked", child=spec["m"], pid=pid)
+                pid, tries = newosproc(self.cfg, spec)
+            if pid < 0:
+                self.send("forkfail", child=spec["m"], cepoch=spec["epoch"], errno=-pid, tries=tries)
+            else:
+                self.send("forked", child=spec["m"], cepoch=spec["epoch"], pid=pid)
 
     def mPark(self) -> dict:
         """Go's mPark: notesleep(&m.park); noteclear; then tell the core (acquirep(nextp) is its)."""
         with self.g0.systemstack("runtime.mPark"):
             while self.park_key == 0:  # notesleep
                 msg = self.recv(None)
-                if msg is not None:
+                if msg is not None and msg["t"] not in REPLIES:
                     log.warning("M%d: unexpected %s while parked", self.id, msg["t"])
             self.park_key = 0  # noteclear
-            lat = self.woke_at - self.wake_sent
-            return self.call("woken", lat=lat)
+            return self.call("woken", lat=self.woke_at - self.wake_sent)
 
     def mexit(self) -> None:
         """Go's mexit → exitThread: the process ends; the agent sees it go and reports it."""
@@ -226,4 +257,4 @@ class WorkerM:
         raise SystemExit(0)
 
 
-__all__ = ["HostConfig", "WorkerM", "fork_m", "child_after_fork", "position", "advance"]
+__all__ = ["HostConfig", "WorkerM", "fork_m", "newosproc", "child_after_fork"]

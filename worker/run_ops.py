@@ -59,7 +59,7 @@ class OpRunner:
                 with m.g0.systemstack("runtime.entersyscallblock", g):
                     reply = m.call("entersyscallblock", g=g, pos=after)
                 m.newosprocs(reply.get("forks", ()))
-                self.block(op[1])
+                self.block(op[1], g)
                 with m.g0.systemstack("runtime.exitsyscall", g):
                     reply = m.call("exitsyscall", g=g)
             elif name == "go":
@@ -92,13 +92,25 @@ class OpRunner:
             reply = m.call("entersyscall", g=g, pos=after, cgo=cgo)
         if reply["t"] != "cont":
             return reply
-        self.block(us)
+        self.block(us, g)
         with m.g0.systemstack("runtime.exitsyscall", g):
             return m.call("exitsyscall", g=g)
 
-    def block(self, us: int) -> None:
-        """The system call itself: a real blocking sleep (clock_nanosleep) for us Go µs."""
-        time.sleep(us * self.m.cfg.timescale / 1e6)
+    def block(self, us: int, g: int = -1) -> None:
+        """The system call itself: a real blocking sleep (clock_nanosleep) for us Go µs, in pieces of
+        at most half a second so that a run whose coordinator died does not keep this M."""
+        end = time.monotonic() + us * self.m.cfg.timescale / 1e6
+        # Not a g0 frame in Go (the call runs on the goroutine's stack): a marker for the post-mortem.
+        with self.m.g0.systemstack("syscall.Syscall", g):
+            self._sleep_until(end)
+
+    def _sleep_until(self, end: float) -> None:
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.5))
+            self.m.check_guardian()
 
     def compute(self, g: int, us: int) -> int:
         """Hold the P for us Go µs, checking for preemption between slices. Returns the Go µs left
@@ -117,5 +129,5 @@ class OpRunner:
                 done_us = (now - start) * 1e6 / m.cfg.timescale
                 return max(1, int(us - done_us))
             msg = m.recv(min(end - now, slice_s) * 1000)
-            if msg is not None:
+            if msg is not None and msg["t"] not in ("execute", "cont", "park", "exit"):  # late duplicates: ignored
                 raise RuntimeError(f"M{m.id}: unexpected {msg['t']} while running goroutine {g}")

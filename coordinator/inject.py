@@ -1,0 +1,198 @@
+"""Carrying out the fault plan (faults.py) in a running coordinator.
+
+Timed faults pick their victim when they fire (candidates sorted by M id, chosen by the planned
+draw, so a replay with the same seed plans the same list); fork faults mark the fork order (the
+forker then fails or waits, as told); message faults act on frames as they leave or arrive. Every
+injected fault is recorded, and is marked detected and recovered when the core reports the
+victim's recovery (a Recovered effect).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import signal
+
+from .faults import FaultPlan, Planned
+from .sched import _Grunning, _Gsyscall
+
+log = logging.getLogger("gmpsim.faults")
+
+
+def candidates(sched, target: str) -> list[int]:
+    """The live, started Ms a target names (sysmon's and the template's virtual Ms never)."""
+    ms = [mp for mp in sched.allm.values() if not mp.virtual and mp.started and not mp.exited]
+    if target.startswith("m:"):
+        want = int(target[2:])
+        return [mp.id for mp in ms if mp.id == want]
+    kind = target.partition(":")[2]
+    if kind == "running":
+        ms = [mp for mp in ms if mp.curg is not None and mp.curg.status == _Grunning]
+    elif kind == "idle":
+        ms = [mp for mp in ms if mp.blocked and mp.parked == "stopm"]
+    elif kind == "spinning":
+        ms = [mp for mp in ms if mp.spinning]
+    elif kind == "syscall":
+        ms = [mp for mp in ms if mp.curg is not None and mp.curg.status == _Gsyscall]
+    return [mp.id for mp in ms]
+
+
+class Injector:
+    def __init__(self, plan: FaultPlan, coord):
+        self.plan = plan
+        self.coord = coord
+        self.records: list[dict] = []
+        self.open: dict[int, list[dict]] = {}  # victim M -> its records not yet detected
+        self.timers: list = []  # (wall, n, fn)
+        self.n = itertools.count()
+        self.held: dict[bytes, list] = {}  # reorder: identity -> frames held back
+        self.held_in: list = []
+        self.counts: dict[str, int] = {}
+
+    # --- timed faults -------------------------------------------------------------------------------
+
+    def next_at(self) -> float | None:
+        """Wall time of the next thing to do (a planned fault, or a stop to undo)."""
+        times = []
+        ms = self.plan.next_due_ms()
+        if ms is not None:
+            times.append(self.coord.wall_at_go_ms(ms))
+        if self.timers:
+            times.append(self.timers[0][0])
+        return min(times) if times else None
+
+    def tick(self, wall: float) -> None:
+        while self.timers and self.timers[0][0] <= wall:
+            _, _, fn = heapq.heappop(self.timers)
+            fn()
+        for planned in self.plan.due(self.coord.go_ms()):
+            self.fire(planned)
+
+    def later(self, wall: float, fn) -> None:
+        heapq.heappush(self.timers, (wall, next(self.n), fn))
+
+    def record(self, kind: str, target: str, victim=None, **more) -> dict:
+        rec = {"time_ms": self.coord.go_ms(), "kind": kind, "target": target, "victim": victim,
+               "detected_ms": None, "recovery": None, **more}
+        self.records.append(rec)
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if isinstance(victim, int):
+            self.open.setdefault(victim, []).append(rec)
+        for o in self.coord.observers:
+            fault = getattr(o, "fault", None)
+            if fault is not None:
+                fault(kind, f"{target} → M{victim}" if isinstance(victim, int) else target,
+                      self.coord.go_now())
+        return rec
+
+    def fire(self, p: Planned) -> None:
+        c = self.coord
+        if p.kind == "kill-template":
+            host = c.sched.hosts[0]
+            rec = self.record(p.kind, p.target, victim=f"agent {host}", planned_ms=p.time_ms,
+                              restart=p.spec.restart)
+            c.kill_agent(host, rec)
+            return
+        mid = p.pick(candidates(c.sched, p.target))
+        if mid is None:
+            self.record(p.kind, p.target, victim=None, planned_ms=p.time_ms, recovery="no candidate M")
+            return
+        mp = c.sched.allm[mid]
+        rec = self.record(p.kind, p.target, victim=mid, planned_ms=p.time_ms, pid=mp.pid)
+        if p.kind == "kill-m":
+            c.signal_m(mp, signal.SIGKILL)
+        elif p.kind == "stop-m":
+            c.signal_m(mp, signal.SIGSTOP)
+            rec["duration_ms"] = p.duration_ms
+            self.later(c.wall_after(p.duration_ms * 1000), lambda: c.signal_m(mp, signal.SIGCONT))
+        elif p.kind == "exit-m":
+            c.send_m(mid, "shutdown")  # the M exits cleanly, mid-run
+
+    def recovered(self, e) -> None:
+        """The core recovered M e.m: the faults aimed at it are detected."""
+        for rec in self.open.pop(e.m, []):
+            rec["detected_ms"] = self.coord.go_ms()
+            parts = [e.why, f"was {e.doing}"]
+            if e.requeued:
+                parts.append("requeued " + ", ".join(f"G{g}" for g in e.requeued))
+            if e.ps:
+                parts.append("handed off " + ", ".join(f"P{p}" for p in e.ps))
+            parts.append("g0 stack to freem")
+            rec["recovery"] = "; ".join(parts)
+
+    # --- fork faults --------------------------------------------------------------------------------
+
+    def on_fork(self, spec: dict) -> dict:
+        f = self.plan.on_fork(self.coord.go_ms())
+        if f is None:
+            return spec
+        if f.kind == "fork-fail":
+            spec["fail"] = f.failures
+            spec["retry"] = f.retry
+            self.record("fork-fail", f"M{spec['m']}", victim=None, failures=f.failures, retry=f.retry,
+                        recovery="retryOnEAGAIN" if f.retry and not f.gives_up else None)
+        else:
+            spec["delay_us"] = int(f.delay_ms * 1000 * self.coord.sc.timescale)
+            self.record("slow-fork", f"M{spec['m']}", victim=None, delay_ms=f.delay_ms)
+        return spec
+
+    # --- message faults -----------------------------------------------------------------------------
+
+    def outbound(self, t: str, identity: bytes, frame: bytes) -> None:
+        """Send a frame through the message faults."""
+        c = self.coord
+        f = self.plan.on_message(t, c.go_ms()) if self.plan.has_message_faults else None
+        held = self.held.pop(identity, None)
+        if f is None:
+            c.raw_send(identity, frame)
+        else:
+            self.counts[f.action] = self.counts.get(f.action, 0) + 1
+            if f.action == "duplicate":
+                c.raw_send(identity, frame)
+                c.raw_send(identity, frame)
+            elif f.action == "delay":
+                self.later(c.wall_after(f.delay_ms * 1000), lambda: c.raw_send(identity, frame))
+            elif f.action == "reorder":
+                self.held.setdefault(identity, []).append(frame)
+                self.later(c.wall_after(1000), lambda: self._flush_held(identity))
+            # drop: nothing
+        for old in held or ():
+            c.raw_send(identity, old)
+
+    def _flush_held(self, identity: bytes) -> None:
+        for frame in self.held.pop(identity, None) or ():
+            self.coord.raw_send(identity, frame)
+
+    def inbound(self, msg: dict) -> list[dict]:
+        """The messages to handle now, for one that arrived (message faults on the way in)."""
+        c = self.coord
+        f = self.plan.on_message(msg["t"], c.go_ms()) if self.plan.has_message_faults else None
+        out = []
+        if f is None:
+            out.append(msg)
+        else:
+            self.counts[f.action] = self.counts.get(f.action, 0) + 1
+            if f.action == "duplicate":
+                out += [msg, msg]
+            elif f.action == "delay":
+                self.later(c.wall_after(f.delay_ms * 1000), lambda: c.handle_msg(msg))
+            elif f.action == "reorder":
+                self.held_in.append(msg)
+                self.later(c.wall_after(1000), self._flush_held_in)
+                return out
+        if self.held_in and (f is None or f.action != "reorder"):
+            out += self.held_in
+            self.held_in = []
+        return out
+
+    def _flush_held_in(self) -> None:
+        held, self.held_in = self.held_in, []
+        for msg in held:
+            self.coord.handle_msg(msg)
+
+    def summary(self) -> dict:
+        return {"injected": len(self.records), "by_kind": dict(sorted(self.counts.items())),
+                "detected": sum(1 for r in self.records if r["detected_ms"] is not None)}
+
+
+__all__ = ["Injector", "candidates"]

@@ -1,0 +1,661 @@
+"""An in-memory world for the pure core: it plays the M processes, the host agent and sysmon's timer.
+
+The world does what the process shell does (coordinator/loop.py, worker/m.py, worker/agent.py), with
+no process and no socket: it calls `schedinit` and `step`, and carries each effect out on its own
+record of the M processes (`Proc`):
+
+    Fork    -> a process will start: state "forked" until its hello is delivered
+    Execute -> the process runs goroutine g ("running")
+    Cont    -> it goes on with its goroutine ("running", or "syscall" after entersyscall*)
+    Park    -> it sleeps on m.park ("parked"); a Wake that arrived is delivered as "woken" only then
+    Wake    -> remembered on the process until it is parked, then "woken" can be delivered
+    Exit    -> the process exits ("exited"); "mexited" is delivered later ("gone")
+    Preempt -> remembered on the process if it still runs that goroutine (it may then gosched)
+    StackFree, Trace, WakeSysmon -> recorded; ProgramExit / Fatal end the run
+
+The world keeps its own view of the processes, independently of the core's records, and checks that
+the two agree after every step (`agreement`), as well as `coordinator.invariants.check`. Each reply
+must go to the M whose message is being handled, exactly one per M message.
+
+Two ways to drive it:
+- by hand (tests, the Hypothesis state machine): `hello(m)`, `woken(m)`, `mexited(m)`, the goroutine
+  operations of a running M (`newproc`, `entersyscall`, `exitsyscall`, `gopark`, `goexit`, ...),
+  `sysmon()` and `timers()`; `actions()` lists what can happen next;
+- `run()`: a deterministic discrete-event dry run that interprets the goroutine programs
+  (protocol/ops.py) with a virtual clock: fork, wake and exit latencies, op durations, sysmon's
+  delay schedule, timers. Handy to check a scenario's outcome without forking anything.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from coordinator import effects as fx
+from coordinator import invariants
+from coordinator.core import schedinit, step
+from coordinator.sched import _Gdead, _Grunning, _Gsyscall, G
+from coordinator.sysmon import next_timer, sysmon_delay
+from protocol.ops import advance, compile_programs
+
+FORKED, RUNNING, SYSCALL, PARKED, EXITED, GONE = "forked", "running", "syscall", "parked", "exited", "gone"
+
+#: events an M process sends about its current goroutine (they get exactly one reply)
+G_EVENTS = frozenset({"entersyscall", "exitsyscall", "entersyscallblock", "newproc", "lockosthread",
+                      "unlockosthread", "gopark", "gosched", "goexit"})
+M_EVENTS = G_EVENTS | {"hello", "woken"}
+
+#: Fatal messages that are legitimate Go outcomes (each still checked by `legit_fatal`)
+LEGIT_FATALS = ("all goroutines are asleep - deadlock!", "no goroutines (main called runtime.Goexit) - deadlock!",
+                "thread exhaustion")
+
+SYSMON_DEEP_SLEEP_NS = 60_000_000_000  # forcegcperiod/2
+
+
+class WorldError(AssertionError):
+    """The core did something no process shell could carry out, or the world was misused."""
+
+
+@dataclass
+class Proc:
+    """One M process as the shell sees it."""
+    m: int
+    epoch: int
+    state: str
+    host: str
+    slot: int
+    forker: int | None
+    template: bool
+    nextp: int
+    spinning: bool
+    g: int | None = None  # the goroutine it runs (running / syscall)
+    wake: int | None = None  # nextp of a Wake not yet delivered
+    preempt: int | None = None  # goroutine a Preempt was sent for
+    pid: int = 0
+    # dry run: the position the running goroutine goes on from, and the plan
+    pos: tuple = (0, (), 0)
+    token: int = 0
+    run_end: int | None = None  # end (ns) of the "run" op being computed
+    run_at: tuple | None = None  # (pc, loops) of that op
+    syscall_cgo: bool = False
+
+
+def pos(pc: int = 0, loops=(), left: int = 0) -> dict:
+    return {"pc": pc, "loops": list(loops), "left": left}
+
+
+@dataclass
+class World:
+    """See the module docstring. `programs` is source (compiled here) unless `compiled`."""
+    programs: dict
+    gomaxprocs: int = 2
+    slots: int = 4096
+    maxmcount: int = 10000
+    seed: int = 1
+    schedtrace_ms: int = 0
+    scheddetail: bool = False
+    check: bool = True
+    compiled: bool = False
+    hosts: dict | None = None
+    # dry-run latencies (ns of Go time)
+    fork_ns: int = 50_000
+    wake_ns: int = 5_000
+    exit_ns: int = 10_000
+
+    now: int = 0
+    procs: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)  # (now, event, effects)
+    fatal: fx.Fatal | None = None
+    exit_code: int | None = None
+    traces: list = field(default_factory=list)
+    stackfrees: list = field(default_factory=list)
+    forks: list = field(default_factory=list)
+    sysmon_asleep: bool = False
+    sysmon_wakeup: bool = False  # a WakeSysmon came while asleep
+    created: int = 1  # goroutines created (goroutine 1 by schedinit)
+    recovered: list = field(default_factory=list)  # Recovered effects (an M died or was fenced)
+
+    def __post_init__(self) -> None:
+        if not self.compiled:
+            self.programs = compile_programs(self.programs)
+        self.sched, effects = schedinit(self.gomaxprocs, self.programs, self.hosts or {"local": self.slots},
+                                        maxmcount=self.maxmcount, seed=self.seed,
+                                        schedtrace_ms=self.schedtrace_ms, scheddetail=self.scheddetail)
+        self._agenda: list = []
+        self._agenda_started = False
+        self._sysmon_gen = 0
+        self._seq = 0
+        self._reply_state = RUNNING
+        self.history.append((self.now, {"t": "schedinit"}, effects))
+        self._route(effects, None)
+        self._check()
+
+    # --- state ---------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.fatal is not None or self.exit_code is not None
+
+    def g(self, goid: int) -> G:
+        """The core's record of goroutine goid (goids are dense: allgs[goid - 1])."""
+        gp = self.sched.allgs[goid - 1]
+        assert gp.goid == goid
+        return gp
+
+    def in_state(self, state: str) -> list[int]:
+        return [m for m, p in self.procs.items() if p.state == state]
+
+    def running(self) -> list[int]:
+        return self.in_state(RUNNING)
+
+    def in_syscall(self) -> list[int]:
+        return self.in_state(SYSCALL)
+
+    def forked(self) -> list[int]:
+        return self.in_state(FORKED)
+
+    def wakeable(self) -> list[int]:
+        return [m for m, p in self.procs.items() if p.state == PARKED and p.wake is not None]
+
+    def exited(self) -> list[int]:
+        return self.in_state(EXITED)
+
+    def preempted(self) -> list[int]:
+        return [m for m, p in self.procs.items() if p.state == RUNNING and p.preempt == p.g]
+
+    def actions(self) -> list[tuple[str, int | None]]:
+        """What can happen next: (kind, m)."""
+        if self.finished:
+            return []
+        out: list = [("hello", m) for m in self.forked()]
+        out += [("woken", m) for m in self.wakeable()]
+        out += [("mexited", m) for m in self.exited()]
+        out += [("op", m) for m in self.running()]
+        out += [("exitsyscall", m) for m in self.in_syscall()]
+        out.append(("sysmon", None))
+        if self.sched.timers:
+            out.append(("timers", None))
+        return out
+
+    # --- delivering events ---------------------------------------------------------------------
+
+    def deliver(self, ev: dict, reply_state: str = RUNNING) -> list:
+        """step() one event, route its effects, check the state. `reply_state` is where a Cont
+        leaves the sender (SYSCALL after entersyscall*)."""
+        if self.finished:
+            raise WorldError(f"world: the run has ended ({self.fatal or self.exit_code}); cannot deliver {ev}")
+        effects = step(self.sched, ev, self.now)
+        self.history.append((self.now, ev, effects))
+        sender = ev["m"] if ev["t"] in M_EVENTS else None
+        self._reply_state = reply_state
+        self._route(effects, sender)
+        self._check()
+        return effects
+
+    def hello(self, m: int) -> list:
+        p = self._proc(m, FORKED)
+        p.state = "starting"
+        p.pid = 10_000 + m
+        return self.deliver({"t": "hello", "m": m, "epoch": p.epoch, "pid": p.pid})
+
+    def woken(self, m: int) -> list:
+        p = self._proc(m, PARKED)
+        if p.wake is None:
+            raise WorldError(f"world: M{m} has no wake to deliver")
+        p.wake = None
+        p.state = "waking"
+        return self.deliver({"t": "woken", "m": m, "epoch": p.epoch, "lat": 0.0})
+
+    def mexited(self, m: int) -> list:
+        p = self._proc(m, EXITED)
+        p.state = GONE
+        return self.deliver({"t": "mexited", "m": m, "pid": p.pid, "status": 0})
+
+    def send(self, m: int, t: str, reply_state: str = RUNNING, at=None, **fields) -> list:
+        """An M's message about its goroutine: m, epoch, g (and pos when `at` is given)."""
+        p = self._proc(m, SYSCALL if t == "exitsyscall" else RUNNING)
+        ev = {"t": t, "m": m, "epoch": p.epoch, "g": p.g, **fields}
+        if at is not None:
+            ev["pos"] = at
+        p.state = "sending"
+        p.preempt = None if t == "gosched" else p.preempt
+        return self.deliver(ev, reply_state)
+
+    def newproc(self, m: int, prog: str, n: int = 1, at=None) -> list:
+        out = self.send(m, "newproc", at=at or pos(), prog=prog, n=n)
+        self.created += n
+        return out
+
+    def entersyscall(self, m: int, cgo: bool = False, at=None) -> list:
+        return self.send(m, "entersyscall", SYSCALL, at=at or pos(), cgo=cgo)
+
+    def entersyscallblock(self, m: int, at=None) -> list:
+        return self.send(m, "entersyscallblock", SYSCALL, at=at or pos())
+
+    def exitsyscall(self, m: int) -> list:
+        return self.send(m, "exitsyscall")
+
+    def lock(self, m: int, at=None) -> list:
+        return self.send(m, "lockosthread", at=at or pos())
+
+    def unlock(self, m: int, at=None) -> list:
+        return self.send(m, "unlockosthread", at=at or pos())
+
+    def gopark(self, m: int, reason: str, us: int = 0, at=None) -> list:
+        return self.send(m, "gopark", at=at or pos(), reason=reason, us=us)
+
+    def gosched(self, m: int, at=None) -> list:
+        return self.send(m, "gosched", at=at or pos())
+
+    def goexit(self, m: int, main_returns: bool = False, at=None) -> list:
+        """The goroutine ends: Goexit (or, with main_returns, goroutine 1 returns from main)."""
+        if at is None:
+            at = pos(len(self.programs[self.g(self.procs[m].g).prog]) if main_returns else 0)
+        return self.send(m, "goexit", at=at)
+
+    # --- faults (not Go: an M process dies; see coordinator/mdead.py) --------------------------
+
+    def live(self) -> list[int]:
+        return [m for m, p in self.procs.items() if p.state in (FORKED, RUNNING, SYSCALL, PARKED)]
+
+    def kill(self, m: int, status: int = -9) -> list:
+        """M m's process dies unexpectedly: the agent reports it gone (mexited of a live M)."""
+        p = self.procs[m]
+        if p.state not in (FORKED, RUNNING, SYSCALL, PARKED):
+            raise WorldError(f"world: M{m} is {p.state}, not alive")
+        p.state, p.g, p.wake, p.preempt = GONE, None, None, None
+        p.token += 1
+        return self.deliver({"t": "mexited", "m": m, "pid": p.pid, "status": status})
+
+    def fence(self, m: int, why: str = "lost") -> list:
+        """The shell declares M m lost: fenced (it may still run; it is told to exit)."""
+        p = self.procs[m]
+        if p.state not in (FORKED, RUNNING, SYSCALL, PARKED):
+            raise WorldError(f"world: M{m} is {p.state}, not alive")
+        p.state, p.g, p.wake, p.preempt = EXITED, None, None, None
+        p.token += 1
+        return self.deliver({"t": "mdead", "m": m, "why": why, "gone": False})
+
+    def refork(self, m: int) -> list:
+        """A fork order that never became a process: fork again (a new incarnation)."""
+        p = self._proc(m, FORKED)
+        return self.deliver({"t": "refork", "m": m, "cepoch": p.epoch})
+
+    def sysmon(self, extra_ns: int = 0, at: int | None = None) -> list | None:
+        """One sysmon pass: sleep sysmon_delay µs (+ extra_ns; or until `at` if that is later), then
+        tick. While sysmon is in its deep sleep (sysmon_delay returned None) it first wakes: at once
+        if a WakeSysmon came, else after the deep sleep's timeout. Returns the tick's effects."""
+        if self.sysmon_asleep:
+            if not self.sysmon_wakeup:
+                self.now += SYSMON_DEEP_SLEEP_NS
+            self.sysmon_asleep = self.sysmon_wakeup = False
+            self.deliver({"t": "sysmon_wake"})
+            if self.finished:
+                return None
+        d = sysmon_delay(self.sched)
+        if d is None:
+            self.sysmon_asleep = True
+            return None
+        self.now = max(self.now + d * 1000 + extra_ns, at if at is not None else 0)
+        return self.deliver({"t": "sysmon"})
+
+    def timers(self) -> list | None:
+        """Advance the clock to the earliest timer (if later) and fire the due ones."""
+        when = next_timer(self.sched)
+        if when is None:
+            return None
+        self.now = max(self.now, when)
+        return self.deliver({"t": "timers"})
+
+    def advance(self, ns: int) -> None:
+        self.now += ns
+
+    # --- carrying effects out ----------------------------------------------------------------
+
+    def _proc(self, m: int, state: str) -> Proc:
+        p = self.procs.get(m)
+        if p is None or p.state != state:
+            raise WorldError(f"world: M{m} is {p.state if p else 'unknown'}, not {state}")
+        return p
+
+    def _route(self, effects: list, sender: int | None) -> None:
+        replies = [e for e in effects if isinstance(e, fx.REPLIES)]
+        ends = [e for e in effects if isinstance(e, (fx.Fatal, fx.ProgramExit))]
+        for e in replies:
+            if e.m != sender:
+                raise WorldError(f"world: reply {e} goes to M{e.m}, not to the sender M{sender}")
+        if sender is not None and len(replies) != 1 and not ends:
+            raise WorldError(f"world: M{sender}'s message got {len(replies)} replies: {effects}")
+        if sender is None and replies:
+            raise WorldError(f"world: replies to no M's message: {effects}")
+        for e in effects:
+            if isinstance(e, fx.Fork):
+                old = self.procs.get(e.m)
+                if old is not None and not (old.state == FORKED and e.epoch > old.epoch):  # refork: epoch+1
+                    raise WorldError(f"world: Fork of M{e.m}, which already exists ({old.state}, epoch {old.epoch})")
+                if e.forker is not None and e.forker != sender:
+                    raise WorldError(f"world: M{e.m} forked from M{e.forker} while M{sender}'s message is handled")
+                if e.forker is not None and e.template:
+                    raise WorldError(f"world: M{e.m} both forked from M{e.forker} and through the template")
+                self.procs[e.m] = Proc(m=e.m, epoch=e.epoch, state=FORKED, host=e.host, slot=e.slot,
+                                       forker=e.forker, template=e.template, nextp=e.nextp, spinning=e.spinning)
+                self.forks.append(e)
+                self._plan(e.m, "hello", self.now + self.fork_ns)
+            elif isinstance(e, fx.Execute):
+                p = self.procs[e.m]
+                p.state, p.g, p.preempt = RUNNING, e.g, None
+                gp = self.g(e.g)
+                p.pos = (gp.pc, tuple(gp.loops), gp.left)
+                self._plan(e.m, "op", self.now)
+            elif isinstance(e, fx.Cont):
+                p = self.procs[e.m]
+                p.state = self._reply_state
+                if p.state == RUNNING:
+                    self._plan(e.m, "op", self.now)
+            elif isinstance(e, fx.Park):
+                p = self.procs[e.m]
+                p.state, p.g, p.preempt = PARKED, None, None
+                p.token += 1
+                if p.wake is not None:
+                    self._plan(e.m, "woken", self.now + self.wake_ns)
+            elif isinstance(e, fx.Wake):
+                p = self.procs.get(e.m)
+                if p is None or p.wake is not None or p.state not in (PARKED,):
+                    raise WorldError(f"world: Wake for M{e.m}, which is "
+                                     f"{'unknown' if p is None else p.state} (pending wake {p and p.wake})")
+                p.wake = e.nextp
+                self._plan(e.m, "woken", self.now + self.wake_ns)
+            elif isinstance(e, fx.Exit):
+                p = self.procs[e.m]
+                p.state, p.g = EXITED, None
+                self._plan(e.m, "mexited", self.now + self.exit_ns)
+            elif isinstance(e, fx.Preempt):
+                p = self.procs.get(e.m)
+                if p is not None and p.state in (RUNNING, "sending") and p.g == e.g:
+                    p.preempt = e.g
+                    if p.run_end is not None and p.run_end > self.now:
+                        self._plan(e.m, "gosched", self.now)
+            elif isinstance(e, fx.StackFree):
+                p = self.procs.get(e.m)
+                if p is None or p.state != GONE:
+                    raise WorldError(f"world: StackFree of M{e.m}'s slot while its process is "
+                                     f"{'unknown' if p is None else p.state}")
+                if (p.host, p.slot) != (e.host, e.slot):
+                    raise WorldError(f"world: StackFree {e} but M{e.m} had slot {p.host}/{p.slot}")
+                self.stackfrees.append(e)
+            elif isinstance(e, fx.Trace):
+                self.traces.append(e.text)
+            elif isinstance(e, fx.WakeSysmon):
+                if self.sysmon_asleep:
+                    self.sysmon_wakeup = True
+                    if self._agenda_started:
+                        self._sysmon_gen += 1
+                        self._plan(None, "sysmon_wake", self.now)
+            elif isinstance(e, fx.ProgramExit):
+                self.exit_code = e.code
+            elif isinstance(e, fx.Fatal):
+                self.fatal = e
+            elif isinstance(e, fx.Recovered):
+                self.recovered.append(e)
+        for m, p in self.procs.items():
+            if p.state in ("starting", "waking", "sending") and not self.finished:
+                raise WorldError(f"world: M{m} got no reply")
+
+    def _check(self) -> None:
+        if not self.check:
+            return
+        if self.fatal is not None:
+            why = legit_fatal(self)
+            if why:
+                raise WorldError(f"world: fatal {self.fatal.message!r} is not legitimate here: {why}")
+            return
+        if self.exit_code is not None:
+            return
+        errs = invariants.check(self.sched) + self.agreement()
+        if errs:
+            raise WorldError("invariants broken after " + repr(self.history[-1][1]) + ":\n  " + "\n  ".join(errs))
+
+    def agreement(self) -> list[str]:
+        """Where the world's view of the M processes and the core's records differ."""
+        errs = []
+        s = self.sched
+        for m, p in self.procs.items():
+            mp = s.allm.get(m)
+            if p.state in (EXITED, GONE):
+                if mp is not None:
+                    errs.append(f"world: M{m} exited but is in allm")
+                fm = next((x for x in s.freem if x.id == m), None)
+                if fm is not None and (fm.freeWait == 0) != (p.state == GONE):
+                    errs.append(f"world: M{m} is {p.state} but its freeWait={fm.freeWait}")
+                continue
+            if mp is None:
+                errs.append(f"world: M{m} is {p.state} but not in allm")
+                continue
+            if p.state == FORKED:
+                if mp.started:
+                    errs.append(f"world: M{m} has not said hello but the core has it started")
+            elif p.state in (RUNNING, SYSCALL):
+                gp = mp.curg
+                want = _Grunning if p.state == RUNNING else _Gsyscall
+                if mp.blocked or gp is None or gp.goid != p.g or gp.status != want:
+                    errs.append(f"world: M{m} runs G{p.g} ({p.state}) but the core has curg="
+                                f"{gp and gp.goid} status={gp and gp.status} blocked={mp.blocked}")
+            elif p.state == PARKED:
+                if not mp.blocked:
+                    errs.append(f"world: M{m} sleeps but the core has it not blocked")
+                if (p.wake is not None) != (mp.park.key != 0):
+                    errs.append(f"world: M{m} has wake={p.wake} but park.key={mp.park.key}")
+                if p.wake is not None and (mp.nextp is None or mp.nextp.id != p.wake) and mp.parked != "m0":
+                    errs.append(f"world: M{m} woken with P{p.wake} but nextp={mp.nextp and mp.nextp.id}")
+        for m, mp in s.allm.items():
+            if not mp.virtual and m not in self.procs:
+                errs.append(f"world: M{m} in allm but never forked")
+        return errs
+
+    # --- the dry run ---------------------------------------------------------------------------
+
+    def _plan(self, m: int | None, kind: str, when: int) -> None:
+        token = self._sysmon_gen
+        if m is not None:
+            p = self.procs[m]
+            p.token += 1
+            token = p.token
+        self._seq += 1
+        heapq.heappush(self._agenda, (when, self._seq, kind, m, token))
+
+    def run(self, max_steps: int = 100_000, until_ns: int | None = None) -> "World":
+        """Play the programs until the run ends (ProgramExit or Fatal), nothing is left to do,
+        `until_ns` of Go time, or `max_steps` events."""
+        if not self._agenda_started:
+            self._agenda_started = True
+            self._sysmon_sleep()
+        timer_at = None
+        steps = 0
+        while not self.finished and steps < max_steps:
+            nt = next_timer(self.sched)
+            if nt is not None and nt != timer_at:
+                timer_at = nt
+                self._plan(None, "timers", nt)
+            if not self._agenda:
+                break
+            when, seq, kind, m, token = self._agenda[0]
+            if until_ns is not None and when > until_ns:
+                break
+            heapq.heappop(self._agenda)
+            if m is not None and self.procs[m].token != token:
+                continue
+            if m is None and kind != "timers" and token != self._sysmon_gen:
+                continue
+            if kind != "timers" and m is None and self._only_sysmon_left():
+                break
+            self.now = max(self.now, when)
+            steps += 1
+            self._dry_step(kind, m)
+        return self
+
+    def _sysmon_sleep(self) -> None:
+        """sysmon's loop head: usleep(delay), or the deep sleep (woken by WakeSysmon or a timeout)."""
+        self._sysmon_gen += 1
+        d = sysmon_delay(self.sched)
+        if d is None:
+            self.sysmon_asleep = True
+            self._plan(None, "sysmon_wake", self.now + SYSMON_DEEP_SLEEP_NS)
+        else:
+            self._plan(None, "sysmon", self.now + d * 1000)
+
+    def _only_sysmon_left(self) -> bool:
+        """Nothing but sysmon would ever happen again (no process will act, no timer)."""
+        if self.sched.timers:
+            return False
+        return not any(p.state in (FORKED, RUNNING, SYSCALL, EXITED) or (p.state == PARKED and p.wake is not None)
+                       for p in self.procs.values())
+
+    def _dry_step(self, kind: str, m: int | None) -> None:
+        if kind == "hello":
+            self.hello(m)
+        elif kind == "woken":
+            if self.procs[m].state == PARKED and self.procs[m].wake is not None:
+                self.woken(m)
+        elif kind == "mexited":
+            self.mexited(m)
+        elif kind == "timers":
+            if next_timer(self.sched) is not None and next_timer(self.sched) <= self.now:
+                self.deliver({"t": "timers"})
+        elif kind == "sysmon_wake":
+            if self.sysmon_asleep:
+                self.sysmon_asleep = self.sysmon_wakeup = False
+                self.deliver({"t": "sysmon_wake"})
+                if not self.finished:
+                    self._sysmon_sleep()
+        elif kind == "sysmon":
+            self.deliver({"t": "sysmon"})
+            if not self.finished:
+                self._sysmon_sleep()
+        elif kind == "op":
+            self._dry_op(m)
+        elif kind == "gosched":
+            p = self.procs[m]
+            if p.state == RUNNING and p.run_end is not None and p.run_end > self.now:
+                left = -(-(p.run_end - self.now) // 1000)
+                pc, loops = p.run_at
+                p.run_end = p.run_at = None
+                self.gosched(m, at=pos(pc, loops, left))
+        elif kind == "exitsyscall":
+            if self.procs[m].state == SYSCALL:
+                self.exitsyscall(m)
+        else:
+            raise WorldError(f"world: unknown agenda entry {kind}")
+
+    def _dry_op(self, m: int) -> None:
+        """The goroutine running on M m goes on from p.pos: do ops until one needs the core."""
+        p = self.procs[m]
+        if p.state != RUNNING:
+            return
+        code = self.programs[self.g(p.g).prog]
+        pc, loops, left = p.pos
+        if p.run_end is not None:  # the "run" op in progress has ended
+            p.run_end = p.run_at = None
+        pc, loops = advance(code, pc, loops)
+        if pc >= len(code):
+            self.goexit(m, at=pos(pc, loops))
+            return
+        op = code[pc]
+        name = op[0]
+        npc, nloops = advance(code, pc + 1, loops)
+        after = pos(npc, nloops)
+        if name == "run":
+            us = left or op[1]
+            p.pos = (npc, tuple(nloops), 0)
+            if us == 0:
+                self._plan(m, "op", self.now)
+                return
+            p.run_end, p.run_at = self.now + us * 1000, (pc, tuple(loops))
+            self._plan(m, "op", p.run_end)
+            if p.preempt == p.g:  # a preemption request already pending: yield at once
+                self._plan(m, "gosched", self.now)
+        elif name in ("syscall", "cgo", "syscallblock"):
+            p.pos = (npc, tuple(nloops), 0)
+            if name == "syscallblock":
+                self.entersyscallblock(m, at=after)
+            else:
+                self.entersyscall(m, cgo=name == "cgo", at=after)
+            if self.procs[m].state == SYSCALL:
+                self._plan(m, "exitsyscall", self.now + op[1] * 1000)
+        elif name == "go":
+            p.pos = (npc, tuple(nloops), 0)
+            self.newproc(m, op[1], op[2], at=after)
+        elif name == "lock":
+            p.pos = (npc, tuple(nloops), 0)
+            self.lock(m, at=after)
+        elif name == "unlock":
+            p.pos = (npc, tuple(nloops), 0)
+            self.unlock(m, at=after)
+        elif name in ("sleep", "park", "wait"):
+            p.pos = (npc, tuple(nloops), 0)
+            self.gopark(m, name, op[1] if name == "sleep" else 0, at=after)
+        elif name == "exit":
+            self.goexit(m, at=pos(pc, loops))
+        else:
+            raise WorldError(f"world: unknown op {op}")
+
+    def outcome(self) -> str:
+        """"ok", "fatal: <message>", or "stuck" (nothing left to do and main never returned)."""
+        if self.exit_code is not None:
+            return "ok"
+        if self.fatal is not None:
+            return "fatal: " + self.fatal.message
+        return "stuck"
+
+
+def legit_fatal(w: World) -> str:
+    """Why the world's Fatal is NOT a legitimate Go outcome ("" when it is one)."""
+    f, s = w.fatal, w.sched
+    if f.message not in LEGIT_FATALS:
+        return "not a Go outcome of a correct scheduler"
+    if f.message == "thread exhaustion":
+        if s.mcount() <= s.maxmcount:
+            return f"mcount()={s.mcount()} is within maxmcount={s.maxmcount}"
+        if f.lines != (f"runtime: program exceeds {s.maxmcount}-thread limit", "fatal error: thread exhaustion"):
+            return f"lines {f.lines}"
+        return ""
+    # A deadlock: no goroutine can run again, and no M is running or about to.
+    if s.timers and f.message.startswith("all goroutines"):
+        return "timers are pending"
+    for gp in s.allgs:
+        if gp.status not in (_Gdead, 4):
+            return f"G{gp.goid} has status {gp.status}"
+    waiting = sum(gp.status == 4 for gp in s.allgs)
+    if f.message.startswith("no goroutines") and waiting:
+        return f"{waiting} goroutines are waiting"
+    if f.message.startswith("all goroutines") and not waiting:
+        return "no goroutine is waiting"
+    busy = [m for m, p in w.procs.items() if p.state in (FORKED, RUNNING, SYSCALL) or p.wake is not None]
+    if busy:
+        return f"Ms {busy} are still running or about to"
+    return ""
+
+
+def snapshot(s) -> tuple:
+    """Everything step() may change, as plain values: equal snapshots mean an untouched state."""
+    def gid(g):
+        return None if g is None else g.goid
+
+    def pid_(p):
+        return None if p is None else p.id
+
+    def mid(m):
+        return None if m is None else m.id
+    ms = tuple((m.id, pid_(m.p), pid_(m.nextp), pid_(m.oldp), m.spinning, m.blocked, gid(m.lockedg), m.lockedExt,
+                m.lockedInt, m.incgo, gid(m.curg), m.park.key, m.freeWait, m.syscalltick, m.slot, m.started,
+                m.parked, m.exited, m.pid, m.epoch) for m in (*s.allm.values(), *s.freem))
+    ps = tuple((p.id, p.status, mid(p.m), tuple(g.goid for g in p.runq), gid(p.runnext), p.schedtick,
+                p.syscalltick, p.gfreecnt, tuple(vars(p.sysmontick).values())) for p in s.allp)
+    gs = tuple((g.goid, g.status, g.waitreason, mid(g.m), mid(g.lockedm), g.pc, tuple(g.loops), g.left,
+                g.live_children, g.preempt) for g in s.allgs)
+    counters = (s.mnext, s.nmfreed, s.nmsys, s.nmidlelocked, s.nmidle, s.npidle, s.nmspinning, s.runqsize,
+                tuple(m.id for m in s.midle), tuple(p.id for p in s.pidle), tuple(g.goid for g in s.runq),
+                s.sysmonwait, s.sysmon_idle, s.sysmon_delay, s.lasttrace, s.starttime, s.now, s.goidgen,
+                tuple((w, q, g.goid) for w, q, g in s.timers), s.newmHandoff.haveTemplateThread,
+                s.newmHandoff.waiting, s.newmHandoff.wake.key, tuple(sorted(s.stats.items())),
+                tuple((h, tuple(sorted(v))) for h, v in s.stackfree_slots.items()), s.exit_code,
+                s.rng.getstate())
+    return ms, ps, gs, counters
