@@ -20,7 +20,7 @@ import zmq
 
 from protocol.codec import ProtocolError, decode, encode
 from protocol.messages import fork_spec, position
-from protocol.transport import agent_identity, m_identity, parse_identity, router
+from protocol.transport import m_identity, parse_identity, router
 
 from . import effects as fx
 from .core import BadEvent, schedinit, step
@@ -120,6 +120,7 @@ class Coordinator:
         self.seq = 0
         self.sched = None
         self.agents: dict[str, dict] = {}  # host -> its agent_hello
+        self.agent_ident: dict[str, bytes] = {}  # host -> its current agent's identity
         self.agent_up: dict[str, bool] = {}
         self.agent_fds: dict[int, str] = {}  # pidfd -> host
         self.restart_agents = True
@@ -178,7 +179,7 @@ class Coordinator:
         return self.send(self.m_identity_of(mid), t, **fields)
 
     def send_agent(self, host: str, t: str, **fields) -> bytes:
-        return self.send(agent_identity(host), t, **fields)
+        return self.send(self.agent_ident[host], t, **fields)
 
     # --- start --------------------------------------------------------------------------------------
 
@@ -198,12 +199,13 @@ class Coordinator:
                 except ProtocolError as e:
                     self.bad_frame(ident, e)
                     continue
-                if msg["t"] == "agent_hello":
-                    self.agent_joined(msg)
+                if msg["t"] == "agent_hello" and ident.startswith(b"agent:"):
+                    self.agent_joined(msg, ident)
 
-    def agent_joined(self, msg: dict) -> None:
+    def agent_joined(self, msg: dict, ident: bytes) -> None:
         host = msg["host"]
         self.agents[host] = msg
+        self.agent_ident[host] = ident
         self.agent_up[host] = True
         if self.control is not None:
             try:
@@ -231,7 +233,7 @@ class Coordinator:
         self.arm_sysmon()
 
     def welcome(self, host: str) -> None:
-        self.raw_send(agent_identity(host), encode("welcome", self._seq(), 0, programs=self.sc.programs,
+        self.raw_send(self.agent_ident[host], encode("welcome", self._seq(), 0, programs=self.sc.programs,
                                                    timescale=float(self.sc.timescale), config={}))
 
     def _seq(self) -> int:
@@ -310,7 +312,7 @@ class Coordinator:
             if t not in M_TYPES or msg["m"] != who[1] or msg["epoch"] != who[2]:
                 self.bad_frame(ident, f"{t} does not fit sender m{who[1]}.{who[2]}")
                 return
-        elif t not in AGENT_TYPES or (t == "agent_hello" and msg["host"] != who[1]):
+        elif t not in AGENT_TYPES or (t == "agent_hello" and msg["host"] != who[1].split("/")[0]):
             self.bad_frame(ident, f"{t} is not an agent's message")
             return
         msg["_from"] = ident
@@ -322,7 +324,7 @@ class Coordinator:
             return
         ident = msg["_from"]
         who = parse_identity(ident)
-        peer = who if who[0] == "m" else ("agent", who[1], msg["epoch"])
+        peer = who if who[0] == "m" else ("agent", who[1])
         if who[0] == "m":
             self.preempt_sent.pop(who[1], None)  # any sign of life, duplicates too
         if not self.delivery.fresh(peer, msg["seq"]):
@@ -334,7 +336,9 @@ class Coordinator:
         if who[0] == "m":
             self.from_m(msg, who[1], ident)
         else:
-            self.from_agent(msg, who[1])
+            host = who[1].split("/")[0]
+            if self.agent_ident.get(host) == ident or msg["t"] == "agent_hello":  # not a dead predecessor
+                self.from_agent(msg, host)
 
     def from_m(self, msg: dict, mid: int, ident: bytes) -> None:
         t = msg["t"]
@@ -385,7 +389,7 @@ class Coordinator:
             if key is not None:
                 self.delivery.done(key)
         elif t == "mexited":
-            self.raw_send(agent_identity(host), encode("ack", self._seq(), 0, re=msg["seq"]))
+            self.raw_send(self.agent_ident[host], encode("ack", self._seq(), 0, re=msg["seq"]))
             if msg["m"] == -1:
                 return  # the agent itself is done (shutdown)
             self.rec.thread(msg["m"]).update(gone_ms=self.go_ms(), status=msg["status"])
@@ -410,7 +414,7 @@ class Coordinator:
         key = ("watch", mp.id)
         frame = self.send_agent(mp.host, "watch", m=mp.id, pid=pid, slot=mp.slot)
         self.watch_seq[self.seq] = key
-        self.delivery.expect(key, agent_identity(mp.host), frame, time.monotonic(), mp.id)
+        self.delivery.expect(key, self.agent_ident[mp.host], frame, time.monotonic(), mp.id)
 
     def postmortem(self, msg: dict) -> None:
         """The crash dump of a thread: its last g0 frames, read from the arena by its agent."""
@@ -461,7 +465,7 @@ class Coordinator:
     def agent_rejoined(self, msg: dict) -> None:
         """A restarted agent: welcome it, and have it watch every live M of its host."""
         host = msg["host"]
-        self.agent_joined(msg)
+        self.agent_joined(msg, msg["_from"])
         self.welcome(host)
         n = 0
         for mp in list(self.sched.allm.values()):
@@ -589,7 +593,7 @@ class Coordinator:
 
     def order_fork(self, host: str, spec: dict) -> None:
         """newosproc through the host agent, resent until it answers (forked / forkfail)."""
-        ident = agent_identity(host)
+        ident = self.agent_ident[host]
         frame = self.send(ident, "newosproc", fork=spec)
         self.delivery.expect(("fork", spec["m"], spec["epoch"]), ident, frame, time.monotonic(), spec["m"],
                              self.fork_grace(spec))
@@ -640,7 +644,7 @@ class Coordinator:
 
     def shutdown_agents(self) -> None:
         for host in self.agents:
-            self.raw_send(agent_identity(host), encode("shutdown", self._seq(), 0))
+            self.raw_send(self.agent_ident[host], encode("shutdown", self._seq(), 0))
 
     def close(self) -> None:
         for fd in list(self.agent_fds):

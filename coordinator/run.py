@@ -144,8 +144,8 @@ def run_scenario(sc, out_dir: str, observers=()) -> tuple[dict, "Outcome"]:
     interrupted = []
     old_int = signal.signal(signal.SIGINT, lambda s, f: interrupted.append(s))
     old_term = signal.signal(signal.SIGTERM, lambda s, f: interrupted.append(s))
-    log.info("run %s: scenario %s (%s), seed %d, gomaxprocs %d, timescale %g", run_id, sc.name, sc.source,
-             sc.seed, sc.gomaxprocs, sc.timescale)
+    log.info("run %s: scenario %s (%s), seed %d, gomaxprocs %d, timescale %g, endpoint %s", run_id, sc.name,
+             sc.source, sc.seed, sc.gomaxprocs, sc.timescale, endpoint)
     agents = LocalAgents(endpoint, run_id)
     agents.start("local")
     # Imported only now: the agent, forked above, stays small (a smaller parent forks Ms faster).

@@ -52,9 +52,8 @@ def router(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
     try:
         _unlimited(sock)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        # A restarted agent (or M) reconnects under the same identity while its dead predecessor's
-        # connection may linger (forked children inherit its socket): the newcomer takes over.
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # No ROUTER_HANDOVER: a peer claiming a connected identity is refused, never lets it take
+        # over. (So every incarnation has its own identity: m<id>.<epoch>, agent:<host>/<pid>.)
         sock.bind(endpoint)
         bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         if bound.startswith("ipc://") and not bound.startswith("ipc://@"):  # @: abstract, no file

@@ -15,6 +15,7 @@ import ctypes
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -60,7 +61,9 @@ class Agent:
         self.backlog: list[bytes] = []  # frames that came while a fork was retrying
         self.cfg: HostConfig | None = None
         self.ctx = zmq.Context()
-        self.sock = dealer(self.ctx, endpoint, agent_identity(host))
+        # Its own identity per incarnation: a dead predecessor's connection may linger (the Ms it
+        # forked inherited the socket), and the coordinator's ROUTER never hands an identity over.
+        self.sock = dealer(self.ctx, endpoint, agent_identity(f"{host}/{os.getpid()}"))
 
     def send(self, t: str, reliable: bool = False, **fields) -> None:
         self.seq += 1
@@ -206,6 +209,26 @@ class Agent:
             pass
         self.sock.close(linger=200)
         self.ctx.term()
+        if not _alive(self.guardian_pid):
+            # The coordinator died without cleaning up: its private run directory goes too.
+            path = self.endpoint[len("ipc://"):] if self.endpoint.startswith("ipc://") else ""
+            rundir = os.path.dirname(path)
+            if os.path.basename(rundir).startswith("gmpsim-"):
+                shutil.rmtree(rundir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
