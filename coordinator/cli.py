@@ -11,7 +11,6 @@ import os
 import shlex
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 
 from .faults import FaultError, parse_fault
 from .scenario import DEFAULT_SCENARIO, ScenarioError, describe_builtins, load
@@ -20,6 +19,7 @@ EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # only for --version: it is heavy
     try:
         return version("gmpsim")
     except PackageNotFoundError:
@@ -77,6 +77,16 @@ def expected(report: dict) -> bool:
     return False
 
 
+def check_port(port: int, addr: str) -> None:
+    """Raise OSError now if addr:port cannot be bound (bad address, port in use), so that the CLI
+    says so before the run rather than in the middle of it."""
+    import socket
+    family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, port))
+
+
 def cmd_run(args) -> int:
     from .report import summary, write_report
     from .run import run_scenario
@@ -96,22 +106,27 @@ def cmd_run(args) -> int:
     if extra_faults:
         sc = dataclasses.replace(sc, faults=sc.faults + extra_faults)
     out_dir = args.out or os.path.join("runs", f"{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    observers = []
     if args.metrics_port is not None:
-        from .metrics import MetricsExporter, check_port
         try:
             check_port(args.metrics_port, args.metrics_addr)
         except (OSError, OverflowError) as e:
             print(f"gmpsim: --metrics-port {args.metrics_port} on {args.metrics_addr}: "
                   f"{getattr(e, 'strerror', None) or e}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        observers.append(MetricsExporter(args.metrics_port, args.metrics_addr, announce=sys.stderr))
-    if not args.no_progress:
-        from .progress import LiveProgress
-        if LiveProgress.wanted(sys.stderr):
-            observers.append(LiveProgress(label=sc.name))
+    observers = []
+
+    def make_observers() -> list:
+        """Built after the host agent is forked: rich and prometheus_client stay out of every M."""
+        if args.metrics_port is not None:
+            from .metrics import MetricsExporter
+            observers.append(MetricsExporter(args.metrics_port, args.metrics_addr, announce=sys.stderr))
+        if not args.no_progress and sys.stderr.isatty():
+            from .progress import LiveProgress
+            if LiveProgress.wanted(sys.stderr):
+                observers.append(LiveProgress(label=sc.name))
+        return observers
     try:
-        report, out = run_scenario(sc, out_dir, observers)
+        report, out = run_scenario(sc, out_dir, make_observers)
     finally:  # finished() closes them; this is for a run that ended before it could
         for o in observers:
             o.close()

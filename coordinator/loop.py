@@ -11,6 +11,7 @@ Faults (inject.py) act on the way in and out. The core's invariants are checked 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -199,8 +200,28 @@ class Coordinator:
                 except ProtocolError as e:
                     self.bad_frame(ident, e)
                     continue
-                if msg["t"] == "agent_hello" and ident.startswith(b"agent:"):
+                if msg["t"] == "agent_hello" and self.genuine_agent(msg, ident):
                     self.agent_joined(msg, ident)
+                else:
+                    self.bad_frame(ident, f"{msg['t']} before the host agent's hello")
+
+    def genuine_agent(self, msg: dict, ident: bytes) -> bool:
+        """Is this agent_hello from a host agent we started? Its identity is agent:<host>/<pid> with
+        the pid it says, and (local runs) that pid is the agent process run.py started for the host:
+        any peer that can reach the socket could otherwise take the agent's place (its arena, its
+        pid watched with a pidfd, every fork order)."""
+        try:
+            who = parse_identity(ident)
+        except ProtocolError:
+            return False
+        if who[0] != "agent" or who[1] != f"{msg['host']}/{msg['pid']}":
+            return False
+        if self.control is None:
+            return True
+        try:
+            return self.control.pid(msg["host"]) == msg["pid"]
+        except LookupError:  # a host we have no agent for
+            return False
 
     def agent_joined(self, msg: dict, ident: bytes) -> None:
         host = msg["host"]
@@ -254,8 +275,10 @@ class Coordinator:
                 break
             wake = min(x for x in (deadline, self.sysmon_at, self.timer_at(), self.delivery.next_at(),
                                    self.inject.next_at()) if x is not None)
-            timeout_ms = max(0.0, (wake - now) * 1000)
-            events = dict(self.poller.poll(timeout_ms if timeout_ms >= 1 else 0))
+            # zmq_poll counts whole ms: round up rather than spin (a busy coordinator steals the
+            # CPU the Ms need); a timer may fire up to 1 ms late, as sysmon's usleep may.
+            timeout_ms = math.ceil(max(0.0, (wake - now) * 1000))
+            events = dict(self.poller.poll(timeout_ms))
             if self.sock in events:
                 # Drain what is there: each message is one event.
                 while not self.done and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -312,7 +335,7 @@ class Coordinator:
             if t not in M_TYPES or msg["m"] != who[1] or msg["epoch"] != who[2]:
                 self.bad_frame(ident, f"{t} does not fit sender m{who[1]}.{who[2]}")
                 return
-        elif t not in AGENT_TYPES or (t == "agent_hello" and msg["host"] != who[1].split("/")[0]):
+        elif t not in AGENT_TYPES or (t == "agent_hello" and not self.genuine_agent(msg, ident)):
             self.bad_frame(ident, f"{t} is not an agent's message")
             return
         msg["_from"] = ident
@@ -325,12 +348,12 @@ class Coordinator:
         ident = msg["_from"]
         who = parse_identity(ident)
         peer = who if who[0] == "m" else ("agent", who[1])
-        if who[0] == "m":
-            self.preempt_sent.pop(who[1], None)  # any sign of life, duplicates too
+        if who[0] == "m" and self.m_ident.get(who[1]) == ident:
+            self.preempt_sent.pop(who[1], None)  # any sign of life, duplicates too (not a stale/forged epoch's)
         if not self.delivery.fresh(peer, msg["seq"]):
             if who[0] == "m":
                 cached = self.delivery.cached_reply(who[1], msg["seq"])
-                if cached is not None:
+                if cached is not None and cached[0] == ident:
                     self.raw_send(*cached)  # the M lost our reply: the same answer again
             return
         if who[0] == "m":

@@ -54,15 +54,6 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def check_port(port: int, addr: str = "127.0.0.1") -> None:
-    """Raise OSError now if addr:port cannot be bound (bad address, port in use), so that the CLI
-    can say so before the run rather than in the middle of it. Same SO_REUSEADDR as http.server."""
-    family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((addr, port))
-
-
 def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1"):
     """prometheus_client.start_http_server(port, addr, registry), but with a short serve_forever poll:
     start_http_server's thread polls every 0.5 s, so its shutdown() would add up to 0.5 s to the

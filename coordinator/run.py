@@ -148,7 +148,10 @@ def run_scenario(sc, out_dir: str, observers=()) -> tuple[dict, "Outcome"]:
              sc.source, sc.seed, sc.gomaxprocs, sc.timescale, endpoint)
     agents = LocalAgents(endpoint, run_id)
     agents.start("local")
-    # Imported only now: the agent, forked above, stays small (a smaller parent forks Ms faster).
+    # Imported (and observers made) only now: the agent, forked above, stays small, and so do the
+    # Ms it forks (a smaller parent forks faster, and its children fault in fewer pages).
+    if callable(observers):
+        observers = observers()
     from .loop import Coordinator, Outcome
     from .report import build_report
     from .trace import TraceRecorder

@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator import effects as fx
 from coordinator.loop import touched_ms
-from coordinator.metrics import MetricsExporter, check_port
+from coordinator.cli import check_port
+from coordinator.metrics import MetricsExporter
 from coordinator.scenario import load
 from coordinator.sched import _Psyscall
 
@@ -159,8 +160,8 @@ def test_check_port_in_use():
         s.bind(("127.0.0.1", 0))
         s.listen()
         with pytest.raises(OSError):
-            check_port(s.getsockname()[1])
-    check_port(0)
+            check_port(s.getsockname()[1], "127.0.0.1")
+    check_port(0, "127.0.0.1")
 
 
 def test_cli_rejects_a_bad_port():

@@ -128,6 +128,10 @@ class OpRunner:
                 m.preempt_g = -1
                 done_us = (now - start) * 1e6 / m.cfg.timescale
                 return max(1, int(us - done_us))
-            msg = m.recv(min(end - now, slice_s) * 1000)
+            wait = min(end - now, slice_s)
+            if wait < 0.001:  # zmq_poll counts whole ms: sleep the rest instead of spinning
+                time.sleep(wait)
+                continue
+            msg = m.recv(wait * 1000)
             if msg is not None and msg["t"] not in ("execute", "cont", "park", "exit"):  # late duplicates: ignored
                 raise RuntimeError(f"M{m.id}: unexpected {msg['t']} while running goroutine {g}")
