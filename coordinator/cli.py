@@ -46,6 +46,34 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"gmpsim {_version()}")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run a scenario (default: %s)" % DEFAULT_SCENARIO)
+    _run_options(run)
+    coord = sub.add_parser("coordinator", help="run a scenario across hosts: wait for --hosts agents")
+    _run_options(coord)
+    coord.add_argument("--listen", required=True, metavar="tcp://ADDR:PORT",
+                       help="where agents and their Ms connect, e.g. tcp://0.0.0.0:7070")
+    coord.add_argument("--hosts", type=int, default=1, metavar="N", help="wait for N agents (default 1)")
+    _security_options(coord)
+    coord.add_argument("--placement", choices=("least-loaded", "round-robin"), default="least-loaded",
+                       help="where Ms that no M forks go (sysmon's, the template's); default least-loaded")
+    agent = sub.add_parser("agent", help="join a coordinator as a host: fork and reap its Ms here")
+    agent.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="the coordinator")
+    agent.add_argument("--name", required=True, help="this host's name (unique per host)")
+    _security_options(agent)
+    keys = sub.add_parser("keys", help="write CURVE key pairs for the coordinator and the agents into DIR")
+    keys.add_argument("dir", metavar="DIR")
+    sub.add_parser("scenarios", help="list the built-in scenarios")
+    plot = sub.add_parser("plot", help="draw RUN_DIR/trace.json into RUN_DIR/threads.png (needs matplotlib)")
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")
+    plot.add_argument("--out", help="the PNG to write (default RUN_DIR/threads.png)")
+    return ap
+
+
+def _security_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keys", metavar="DIR", help="CURVE keys made by `gmpsim keys DIR` (required over TCP)")
+    p.add_argument("--insecure", action="store_true", help="plain TCP without CURVE: anyone who can connect can act")
+
+
+def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("scenario", nargs="?", default=DEFAULT_SCENARIO, help="a built-in name or a TOML file")
     run.add_argument("--out", help="output directory (default runs/<scenario>-<timestamp>/)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -58,11 +86,6 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                      help="the address --metrics-port binds (default 127.0.0.1)")
     run.add_argument("--no-progress", action="store_true", help="no live progress line on a terminal")
-    sub.add_parser("scenarios", help="list the built-in scenarios")
-    plot = sub.add_parser("plot", help="draw RUN_DIR/trace.json into RUN_DIR/threads.png (needs matplotlib)")
-    plot.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")
-    plot.add_argument("--out", help="the PNG to write (default RUN_DIR/threads.png)")
-    return ap
 
 
 def expected(report: dict) -> bool:
@@ -125,8 +148,19 @@ def cmd_run(args) -> int:
             if LiveProgress.wanted(sys.stderr):
                 observers.append(LiveProgress(label=sc.name))
         return observers
+    remote = {}
+    if args.cmd == "coordinator":
+        err = _check_security(args, args.listen)
+        if err:
+            print(f"gmpsim: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if args.hosts < 1:
+            print(f"gmpsim: --hosts: expected a number of agents >= 1, got {args.hosts}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        remote = dict(listen=args.listen, hosts=args.hosts, keys=None if args.insecure else args.keys,
+                      placement=args.placement)
     try:
-        report, out = run_scenario(sc, out_dir, make_observers)
+        report, out = run_scenario(sc, out_dir, make_observers, **remote)
     finally:  # finished() closes them; this is for a run that ended before it could
         for o in observers:
             o.close()
@@ -134,7 +168,10 @@ def cmd_run(args) -> int:
     if out.outcome == "fatal":
         print("\n".join(out.fatal_lines), file=sys.stderr)
     print(summary(report, out_dir))
-    replay = f"gmpsim run {args.scenario} --seed {sc.seed}" + "".join(f" --set {o}" for o in args.overrides)
+    replay = f"gmpsim {args.cmd} {args.scenario} --seed {sc.seed}" + "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    if args.cmd == "coordinator":
+        replay += f" --listen {args.listen} --hosts {args.hosts} --placement {args.placement}"
+        replay += " --insecure" if args.insecure else f" --keys {shlex.quote(args.keys)}"
     replay += "".join(f" --fault {shlex.quote(f)}" for f in args.faults)
     print(f"replay: {replay}")
     if out.outcome == "aborted":
@@ -151,6 +188,44 @@ def cmd_scenarios(args) -> int:
     return EXIT_OK
 
 
+def _check_security(args, endpoint: str) -> str | None:
+    """Over TCP, CURVE is on unless --insecure says otherwise: a keys directory is required."""
+    if not endpoint.startswith("tcp://"):
+        return f"{endpoint}: expected tcp://ADDR:PORT"
+    if args.insecure:
+        return None
+    if not args.keys:
+        return "--keys DIR is required over TCP (CURVE; make them with `gmpsim keys DIR`), or say --insecure"
+    for name in ("coordinator.key", "agent.key", "coordinator.key_secret" if args.cmd == "coordinator" else "agent.key_secret"):
+        if not os.path.exists(os.path.join(args.keys, name)):
+            return f"--keys {args.keys}: no {name} there (make the keys with `gmpsim keys {args.keys}`)"
+    return None
+
+
+def cmd_agent(args) -> int:
+    """`gmpsim agent`: the host agent is its own program (python -m worker.agent); this becomes it."""
+    err = _check_security(args, args.connect)
+    if err:
+        print(f"gmpsim: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    argv = [sys.executable, "-m", "worker.agent", "--connect", args.connect, "--name", args.name]
+    argv += ["--insecure"] if args.insecure else ["--keys", args.keys]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+
+
+def cmd_keys(args) -> int:
+    from protocol.transport import make_keys
+    try:
+        written = make_keys(args.dir)
+    except OSError as e:
+        print(f"gmpsim: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
 def cmd_plot(args) -> int:
     from .plot import PlotError, plot_run
     try:
@@ -164,8 +239,12 @@ def cmd_plot(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.cmd == "run":
+    if args.cmd in ("run", "coordinator"):
         return cmd_run(args)
+    if args.cmd == "agent":
+        return cmd_agent(args)
+    if args.cmd == "keys":
+        return cmd_keys(args)
     if args.cmd == "plot":
         return cmd_plot(args)
     return cmd_scenarios(args)

@@ -16,7 +16,7 @@ from . import effects as fx
 from .checkdead import checkdead
 from .lockosthread import LockOSThread, UnlockOSThread, goexit0
 from .mdead import mdead, reforkm
-from .proc import allocm, newosproc_failed
+from .proc import addhost, allocm, drophost, newosproc_failed
 from .runq import runqput
 from .sched import (_Gdead, _Grunning, _Gsyscall, _Prunning, G, M, P, Sched, waitReasonSelectNoCases,
                     waitReasonSemacquire, waitReasonSleep)
@@ -33,14 +33,16 @@ GOPARK_REASONS = {"sleep": waitReasonSleep, "park": waitReasonSelectNoCases, "wa
 
 
 def schedinit(gomaxprocs: int, programs: dict, hosts: dict[str, int], maxmcount: int = 10000,
-              seed: int = 1, schedtrace_ms: int = 0, scheddetail: bool = False) -> tuple[Sched, list]:
+              seed: int = 1, schedtrace_ms: int = 0, scheddetail: bool = False,
+              placement: str = "least-loaded") -> tuple[Sched, list]:
     """Go's schedinit + procresize + newproc(runtime.main) + sysmon's newm, up to m0's start.
     `hosts` maps each host to the number of g0 stack slots in its arena. m0 gets P0 (procresize);
     goroutine 1 runs program "main"; sysmon is a virtual M (nmsys). Effect: fork m0 on the first host."""
     if "main" not in programs:
         raise ValueError('programs: a "main" program is required')
     sched = Sched(gomaxprocs=gomaxprocs, maxmcount=maxmcount, seed=seed,
-                  schedtrace_ms=schedtrace_ms, scheddetail=scheddetail, rng=random.Random(seed))
+                  schedtrace_ms=schedtrace_ms, scheddetail=scheddetail, rng=random.Random(seed),
+                  placement=placement)
     sched.programs = programs
     sched.hosts = list(hosts)
     sched.stackfree_slots = {h: list(range(n)) for h, n in hosts.items()}
@@ -251,6 +253,17 @@ def _on_mdead(sched: Sched, ev: dict, mp: M) -> None:
     _recover(sched, mp, ev.get("why", "lost"), gone=bool(ev.get("gone")))
 
 
+def _on_hostlost(sched: Sched, ev: dict) -> None:
+    """A host cut off for longer than the heartbeat timeout: its Ms are fenced like killed ones."""
+    for mp in drophost(sched, ev["host"]):
+        if mp.id in sched.allm:
+            _recover(sched, mp, f"lost: host {ev['host']} cut off", gone=False)
+
+
+def _on_hostjoin(sched: Sched, ev: dict) -> None:
+    addhost(sched, ev["host"], ev["slots"])
+
+
 def _on_forkfail(sched: Sched, ev: dict, mp: M) -> None:
     newosproc_failed(sched, mp, ev["errno"])
 
@@ -295,10 +308,12 @@ _HANDLERS = {
     "lockosthread": _on_lock, "unlockosthread": _on_unlock, "gopark": _on_gopark, "gosched": _on_gosched,
     "goexit": _on_goexit, "mexited": _on_mexited, "sysmon": _on_sysmon, "sysmon_wake": _on_sysmon_wake,
     "timers": _on_timers, "mdead": _on_mdead, "forkfail": _on_forkfail, "refork": _on_refork,
+    "hostlost": _on_hostlost, "hostjoin": _on_hostjoin,
 }
 _PREPARE = {
     "hello": _prep_hello, "woken": _prep_woken, "exitsyscall": _prep_exitsyscall,
     "newproc": _prep_newproc, "gopark": _prep_gopark, "mexited": _prep_mexited,
     "sysmon": _prep_none, "sysmon_wake": _prep_none, "timers": _prep_none,
     "mdead": _prep_any_m, "forkfail": _prep_unborn, "refork": _prep_unborn,
+    "hostlost": _prep_none, "hostjoin": _prep_none,
 }

@@ -316,10 +316,13 @@ def check(sched: Sched) -> list[str]:
 
     seen: set[int] = set()
     for gp in sched.allgs:
-        name = f"G{gp.goid}"
-        if gp.goid in seen:
-            e(f"{name}: twice in allgs")
-        seen.add(gp.goid)
+        goid = gp.goid
+        if goid in seen:
+            e(f"G{goid}: twice in allgs")
+        seen.add(goid)
+        if gp.status == _Gdead and goid not in queued and goid not in curgs and gp.lockedm is None:
+            continue  # the common case in a long run: nothing else to check
+        name = f"G{goid}"
         q = queued.get(gp.goid, 0)
         ms = curgs.get(gp.goid, ())
         s = gp.status

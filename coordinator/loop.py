@@ -41,7 +41,9 @@ M_TYPES = frozenset({"hello", "woken", "entersyscall", "exitsyscall", "entersysc
                      "lockosthread", "unlockosthread", "gopark", "gosched", "goexit", "forked",
                      "forkfail", "heartbeat"})
 M_ONE_WAY = frozenset({"forked", "forkfail", "heartbeat"})
-AGENT_TYPES = frozenset({"agent_hello", "mexited", "forked", "forkfail", "ack"})
+AGENT_TYPES = frozenset({"agent_hello", "mexited", "forked", "forkfail", "ack", "heartbeat", "bye"})
+HEARTBEAT_S = 0.5  # to remote agents
+HEARTBEAT_TIMEOUT_S = 3.0  # a remote host silent this long is cut off: its Ms are fenced
 
 
 @dataclass
@@ -108,11 +110,18 @@ class AgentControl:
 
 class Coordinator:
     def __init__(self, scenario, endpoint: str, ctx: zmq.Context, trace_file, stop_flag=None,
-                 observers: list[Observer] | None = None, agents: AgentControl | None = None):
+                 observers: list[Observer] | None = None, agents: AgentControl | None = None,
+                 curve=None, placement: str = "least-loaded"):
         self.sc = scenario
         self.endpoint = endpoint
         self.ctx = ctx
-        self.sock = router(ctx, endpoint)
+        self.sock = router(ctx, endpoint, curve=curve)
+        self.remote = endpoint.startswith("tcp://")  # agents on other hosts: heartbeats
+        self.placement = placement
+        self.agent_seen: dict[str, float] = {}  # host -> when its agent was last heard
+        self.next_beat = 0.0
+        self.byes: dict[str, dict] = {}  # host -> what its agent left behind at shutdown
+        self.host_lost: list[dict] = []
         self.trace_file = trace_file
         self.stop_flag = stop_flag or (lambda: False)
         self.control = agents
@@ -184,14 +193,15 @@ class Coordinator:
 
     # --- start --------------------------------------------------------------------------------------
 
-    def wait_agents(self, hosts: int = 1) -> None:
-        deadline = time.monotonic() + AGENT_HELLO_TIMEOUT_S
+    def wait_agents(self, hosts: int = 1, timeout_s: float | None = AGENT_HELLO_TIMEOUT_S) -> None:
+        """Until `hosts` host agents have said hello (None: wait as long as it takes, or Ctrl-C)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while len(self.agents) < hosts:
-            left = deadline - time.monotonic()
+            left = 1.0 if deadline is None else deadline - time.monotonic()
             if left <= 0 or self.stop_flag():
-                raise RuntimeError("gmpsim: no host agent said hello within "
-                                   f"{AGENT_HELLO_TIMEOUT_S:.0f}s")
-            if self.sock.poll(left * 1000):
+                raise RuntimeError(f"gmpsim: {len(self.agents)} of {hosts} host agent(s) said hello"
+                                   + ("" if self.stop_flag() else f" within {timeout_s:.0f}s"))
+            if self.sock.poll(min(left, 1.0) * 1000):
                 ident, frame = self._recv()
                 if frame is None:
                     continue
@@ -227,6 +237,7 @@ class Coordinator:
         host = msg["host"]
         self.agents[host] = msg
         self.agent_ident[host] = ident
+        self.agent_seen[host] = time.monotonic()
         self.agent_up[host] = True
         if self.control is not None:
             try:
@@ -243,7 +254,7 @@ class Coordinator:
         self.sched, effects = schedinit(
             sc.gomaxprocs, sc.programs, {h: a["slots"] for h, a in self.agents.items()},
             maxmcount=sc.maxmcount, seed=sc.seed, schedtrace_ms=sc.schedtrace_ms,
-            scheddetail=sc.scheddetail)
+            scheddetail=sc.scheddetail, placement=self.placement)
         for host in self.agents:
             self.welcome(host)
         self.t0 = time.monotonic()
@@ -293,6 +304,8 @@ class Coordinator:
             now = time.monotonic()
             self.inject.tick(now)
             self.deliveries(now)
+            if self.remote:
+                self.heartbeats(now)
             if not self.done and self.timer_at() is not None and now >= self.timer_at():
                 self.event({"t": "timers"}, None)
             if not self.done and self.sysmon_at is not None and now >= self.sysmon_at:
@@ -399,6 +412,12 @@ class Coordinator:
 
     def from_agent(self, msg: dict, host: str) -> None:
         t = msg["t"]
+        self.agent_seen[host] = time.monotonic()
+        if t == "heartbeat":
+            return
+        if t == "bye":
+            self.byes[host] = {"processes": msg["processes"], "shm_segments": msg["shm_segments"]}
+            return
         if t == "agent_hello":
             self.agent_rejoined(msg)
         elif t == "forked":
@@ -486,10 +505,18 @@ class Coordinator:
                 self.event({"t": "refork", "m": key[1], "cepoch": key[2]}, None)
 
     def agent_rejoined(self, msg: dict) -> None:
-        """A restarted agent: welcome it, and have it watch every live M of its host."""
+        """A restarted agent: welcome it, and have it watch every live M of its host. An agent of a
+        host that was cut off rejoins as a fresh host (its Ms were fenced; its arena is empty)."""
         host = msg["host"]
+        if self.agent_ident.get(host) == msg["_from"] and self.agent_up.get(host):
+            return  # a hello resent before our welcome reached it
+        fresh = host not in self.sched.hosts
         self.agent_joined(msg, msg["_from"])
         self.welcome(host)
+        if fresh:
+            log.warning("host %s rejoined as a fresh host", host)
+            self.event({"t": "hostjoin", "host": host, "slots": msg["slots"]}, None)
+            return
         n = 0
         for mp in list(self.sched.allm.values()):
             if not mp.virtual and mp.host == host and mp.pid:
@@ -498,6 +525,20 @@ class Coordinator:
         rec = getattr(self, "kill_rec", None)
         if rec is not None and rec.get("recovery"):
             rec["recovery"] += f", {n} Ms watched again"
+
+    def heartbeats(self, now: float) -> None:
+        """Across hosts: beat to every live agent; a host silent for the timeout is cut off."""
+        if now >= self.next_beat:
+            for host, up in self.agent_up.items():
+                if up:
+                    self.raw_send(self.agent_ident[host], encode("heartbeat", self._seq(), 0, m=-1))
+            self.next_beat = now + HEARTBEAT_S
+        for host, up in list(self.agent_up.items()):
+            if up and now - self.agent_seen.get(host, now) > HEARTBEAT_TIMEOUT_S:
+                self.agent_up[host] = False
+                log.warning("host %s silent for %.1fs: cut off, its Ms fenced", host, now - self.agent_seen[host])
+                self.host_lost.append({"host": host, "time_ms": self.go_ms()})
+                self.event({"t": "hostlost", "host": host}, None)
 
     def signal_m(self, mp, sig: int) -> None:
         if mp.pid:
@@ -528,9 +569,7 @@ class Coordinator:
         mp = self.sched.allm.get(mid)
         if mp is None:
             return
-        ident = self.m_identity_of(mid)
         self.event({"t": "mdead", "m": mid, "why": why, "gone": False}, None)
-        self.raw_send(ident, encode("shutdown", self._seq(), 0))
 
     # --- events and effects ---------------------------------------------------------------------------
 
@@ -628,6 +667,8 @@ class Coordinator:
         return retry_ms * 1000 * self.sc.timescale / 1e6 + spec["delay_us"] / 1e6
 
     def recovered(self, e: fx.Recovered) -> None:
+        if e.why.startswith("lost"):  # fenced, maybe alive: told to exit (it does when it resumes)
+            self.raw_send(self.m_identity_of(e.m), encode("shutdown", self._seq(), 0))
         self.inject.recovered(e)
         self.delivery.forget(e.m)
         self.preempt_sent.pop(e.m, None)
@@ -668,6 +709,19 @@ class Coordinator:
     def shutdown_agents(self) -> None:
         for host in self.agents:
             self.raw_send(self.agent_ident[host], encode("shutdown", self._seq(), 0))
+
+    def collect_byes(self, timeout_s: float) -> None:
+        """Across hosts: wait for each agent's goodbye, which says what it left behind."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.byes) < sum(1 for up in self.agent_up.values() if up) and time.monotonic() < deadline:
+            if self.sock.poll(50):
+                ident, frame = self._recv()
+                try:
+                    who, msg = parse_identity(ident), decode(frame)
+                except ProtocolError:
+                    continue
+                if who[0] == "agent" and msg["t"] == "bye":
+                    self.byes[msg["host"]] = {"processes": msg["processes"], "shm_segments": msg["shm_segments"]}
 
     def close(self) -> None:
         for fd in list(self.agent_fds):

@@ -51,8 +51,10 @@ def stackalloc(sched: Sched, host: str) -> int:
 
 def stackfree(sched: Sched, mp: M) -> None:
     """Go's stackfree(freem.g0.stack): the slot goes back to its host's arena."""
+    if mp.slot >= 0 and mp.host not in sched.stackfree_slots:
+        mp.slot = -1  # its host was cut off: the slot goes with the host's arena (addhost)
     if mp.slot >= 0:
-        heapq.heappush(sched.stackfree_slots.setdefault(mp.host, []), mp.slot)
+        heapq.heappush(sched.stackfree_slots[mp.host], mp.slot)
         sched.fx.append(fx.StackFree(mp.host, mp.slot, mp.id))
         sched.stats["stacks_freed"] += 1
         mp.slot = -1
@@ -77,12 +79,39 @@ def allocm(sched: Sched, fn: str | None, mid: int, host: str, virtual: bool = Fa
 
 
 def placehost(sched: Sched) -> str:
-    """Where an M that no M's process forks (sysmon's, the template's) goes: the least-loaded host."""
+    """Where an M that no M's process forks goes (sysmon's newm, the template's): a host chosen by
+    the placement policy, "least-loaded" (fewest Ms; the default) or "round-robin". Not in Go: one
+    machine there. A direct newm stays on its caller's host: it is a fork of the caller."""
+    if not sched.hosts:
+        raise Throw("newosproc", prints=("gmpsim: no host left to create an M on",))
+    if sched.placement == "round-robin":
+        sched.rr = (sched.rr + 1) % len(sched.hosts)
+        return sched.hosts[sched.rr]
     load = {h: 0 for h in sched.hosts}
     for mp in sched.allm.values():
         if not mp.virtual and mp.host in load:
             load[mp.host] += 1
     return min(sched.hosts, key=lambda h: (load[h], sched.hosts.index(h)))
+
+
+def addhost(sched: Sched, host: str, nslots: int) -> None:
+    """A host (agent) joins, or rejoins after it was cut off: all of its g0 slots are free. Ms of
+    an earlier incarnation of it that still wait on freem will never free their slots there."""
+    for mp in sched.freem:
+        if mp.host == host:
+            mp.slot = -1
+            mp.freeWait = 0
+    sched.stackfree_slots[host] = list(range(nslots))
+    if host not in sched.hosts:
+        sched.hosts.append(host)
+
+
+def drophost(sched: Sched, host: str) -> list[M]:
+    """A host is cut off: no new M goes there. Returns its Ms (the shell fences them)."""
+    if host in sched.hosts:
+        sched.hosts.remove(host)
+    sched.stackfree_slots.pop(host, None)
+    return [mp for mp in sched.allm.values() if mp.host == host and not mp.virtual]
 
 
 def newm(sched: Sched, fn: str | None, p: P | None, mid: int, caller: M | None) -> M:

@@ -50,6 +50,7 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
             "exited": st.get("ms_exited", 0),
             "stacks_freed": st.get("stacks_freed", 0),
             "died": st.get("ms_died", 0),
+            "per_host": _per_host(rec),
             "reforked": st.get("reforked", 0),
         },
         "startm": {"calls": st.get("startm", 0), "by_caller": by_caller, "newm": st.get("newm", 0),
@@ -76,6 +77,18 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
     }
 
 
+def _per_host(rec) -> dict:
+    """Ms forked on each host (and how many of them are still alive at the end)."""
+    out: dict[str, dict] = {}
+    if rec is None:
+        return out
+    for t in rec.threads.values():
+        h = out.setdefault(t.get("host", "?"), {"created": 0, "died": 0})
+        h["created"] += 1
+        h["died"] += 1 if "died" in t else 0
+    return dict(sorted(out.items()))
+
+
 def write_report(report: dict, path: str) -> None:
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
@@ -99,6 +112,8 @@ def summary(report: dict, out_dir: str) -> str:
         ("goroutines", f"created {g['created']}  completed {g['completed']}  lost {g['lost']}"),
         ("Ms", f"created {ms['created']}  peak {ms['peak']}  reused {ms['reused']}  via template "
                f"{ms['via_template']}  exited {ms['exited']}  stacks freed {ms['stacks_freed']}"),
+        *([("Ms per host", "  ".join(f"{h} {v['created']}" for h, v in ms["per_host"].items()))]
+          if len(ms["per_host"]) > 1 else []),
         ("startm", f"{sm['calls']} calls ({callers}); newm {sm['newm']}, mget {sm['mget']}"),
         ("newm→mstart µs", p(lat["newm_to_mstart"])),
         ("wake→running µs", p(lat["notewakeup_to_running"])),

@@ -131,15 +131,33 @@ def count_leaks(pids, shm_names) -> dict:
     return {"processes": len(procs), "shm_segments": len(shm), "pids": procs, "segments": shm}
 
 
-def run_scenario(sc, out_dir: str, observers=()) -> tuple[dict, "Outcome"]:
+def remote_leaks(coord) -> dict:
+    """Across hosts each agent counts what it left behind and says so in its goodbye; an agent that
+    never said goodbye counts as one process left."""
+    if coord is None:
+        return {"processes": 0, "shm_segments": 0, "pids": [], "segments": []}
+    procs = sum(b["processes"] for b in coord.byes.values())
+    shm = sum(b["shm_segments"] for b in coord.byes.values())
+    silent = [h for h, up in coord.agent_up.items() if up and h not in coord.byes]
+    return {"processes": procs + len(silent), "shm_segments": shm, "pids": [], "segments": [],
+            "silent_hosts": silent}
+
+
+def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, hosts: int = 1,
+                 keys: str | None = None, placement: str = "least-loaded") -> tuple[dict, "Outcome"]:
     """Run scenario `sc`, writing report.json, schedtrace.log, gmpsim.log and trace.json into out_dir
     (and threads.png when matplotlib is installed). `observers` (loop.Observer) watch every step:
-    live progress, metrics... (trace.json's recorder is one of them)."""
+    live progress, metrics... (trace.json's recorder is one of them).
+
+    Locally (listen None) it starts its own host agent on an ipc:// socket in a private directory.
+    With `listen` (tcp://ADDR:PORT; `gmpsim coordinator`) it waits for `hosts` agents started
+    elsewhere (`gmpsim agent`), CURVE-authenticated with the key pairs in `keys` unless keys is None
+    (--insecure)."""
     os.makedirs(out_dir, exist_ok=True)
     root = _setup_logging(os.path.join(out_dir, "gmpsim.log"))
     run_id = uuid.uuid4().hex[:12]
-    rundir = make_rundir()
-    endpoint = rundir_endpoint(rundir)
+    rundir = None if listen else make_rundir()
+    endpoint = listen or rundir_endpoint(rundir)
     wall0 = time.monotonic()
     interrupted = []
     old_int = signal.signal(signal.SIGINT, lambda s, f: interrupted.append(s))
@@ -147,7 +165,8 @@ def run_scenario(sc, out_dir: str, observers=()) -> tuple[dict, "Outcome"]:
     log.info("run %s: scenario %s (%s), seed %d, gomaxprocs %d, timescale %g, endpoint %s", run_id, sc.name,
              sc.source, sc.seed, sc.gomaxprocs, sc.timescale, endpoint)
     agents = LocalAgents(endpoint, run_id)
-    agents.start("local")
+    if listen is None:
+        agents.start("local")
     # Imported (and observers made) only now: the agent, forked above, stays small, and so do the
     # Ms it forks (a smaller parent forks faster, and its children fault in fewer pages).
     if callable(observers):
@@ -159,13 +178,25 @@ def run_scenario(sc, out_dir: str, observers=()) -> tuple[dict, "Outcome"]:
                            meta={"scenario": sc.name, "source": sc.source, "seed": sc.seed,
                                  "gomaxprocs": sc.gomaxprocs, "timescale": float(sc.timescale)})
     ctx = zmq.Context()
+    auth = curve = None
+    if listen and keys:
+        from zmq.auth.thread import ThreadAuthenticator
+        from protocol.transport import authorized_clients_dir, curve_server_keys
+        curve = curve_server_keys(keys)
+        auth = ThreadAuthenticator(ctx)  # ZAP: only clients whose public key is in `keys` get in
+        auth.start()
+        auth.configure_curve(domain="*", location=authorized_clients_dir(keys))
     coord = None
     out = Outcome("aborted", reason="did not start")
     try:
         with open(os.path.join(out_dir, "schedtrace.log"), "w") as trace:
             coord = Coordinator(sc, endpoint, ctx, trace, stop_flag=lambda: bool(interrupted),
-                                observers=[*observers, tracer], agents=agents)
-            coord.wait_agents(1)
+                                observers=[*observers, tracer], agents=agents if listen is None else None,
+                                curve=curve, placement=placement)
+            if listen:
+                log.info("listening on %s (%s); waiting for %d host agent(s)", listen,
+                         "CURVE" if curve else "insecure: plain TCP", hosts)
+            coord.wait_agents(hosts, timeout_s=None if listen else 10.0)
             coord.start()
             out = coord.run(sc.time_limit_s)
             coord.finish()
@@ -175,11 +206,16 @@ def run_scenario(sc, out_dir: str, observers=()) -> tuple[dict, "Outcome"]:
     finally:
         if coord is not None:
             coord.shutdown_agents()
+            if listen:
+                coord.collect_byes(SHUTDOWN_WAIT_S)
         agents.stop(SHUTDOWN_WAIT_S)
         if coord is not None:
             coord.close()
+        if auth is not None:
+            auth.stop()
         ctx.term()
-        shutil.rmtree(rundir, ignore_errors=True)
+        if rundir:
+            shutil.rmtree(rundir, ignore_errors=True)
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
     if interrupted and out.outcome != "ok":
@@ -188,8 +224,8 @@ def run_scenario(sc, out_dir: str, observers=()) -> tuple[dict, "Outcome"]:
     pids = list(coord.rec.pids.values()) if coord is not None else []
     pids += agents.all_pids()
     shm = [a["arena"] for a in coord.agents.values()] if coord is not None else []
-    leaks = count_leaks(pids, shm)
-    if leaks["processes"] or leaks["shm_segments"]:
+    leaks = count_leaks(pids, shm) if listen is None else remote_leaks(coord)
+    if listen is None and (leaks["processes"] or leaks["shm_segments"]):
         # Counted before the sweep: the report says what the run's own shutdown left behind.
         log.error("left behind after shutdown: pids %s, segments %s; sweeping them", leaks["pids"], leaks["segments"])
         sweep(pids, shm)

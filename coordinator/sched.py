@@ -157,6 +157,8 @@ class Sched:
     # g0 stack slots per host: the free slots of each host's arena (allocm / stackfree).
     stackfree_slots: dict[str, list[int]] = field(default_factory=dict)
     hosts: list[str] = field(default_factory=list)
+    placement: str = "least-loaded"  # or "round-robin": where agent-forked Ms go (placehost)
+    rr: int = -1
 
     rng: random.Random = field(default_factory=random.Random)
     stats: Counter = field(default_factory=Counter)

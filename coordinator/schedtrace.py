@@ -35,6 +35,19 @@ def schedtrace(sched: Sched, detailed: bool) -> str:
             mid = gp.m.id if gp.m is not None else -1
             lockedm = gp.lockedm.id if gp.lockedm is not None else -1
             out.append(f"  G{gp.goid}: status={gp.status}({gp.waitreason}) m={mid} lockedm={lockedm}\n")
+        out.append(hosts_line(sched))
         return "".join(out)
     out.append(" [" + " ".join(str(len(p.runq)) for p in sched.allp) + "]\n")
+    out.append(hosts_line(sched))
     return "".join(out)
+
+
+def hosts_line(sched: Sched) -> str:
+    """Across hosts only (not in Go, so a one-host trace stays exactly Go's): live Ms per host."""
+    if len(sched.hosts) < 2:
+        return ""
+    count = {h: 0 for h in sched.hosts}
+    for mp in sched.allm.values():
+        if not mp.virtual and mp.host in count:
+            count[mp.host] += 1
+    return "HOSTS " + " ".join(f"{h}={n}" for h, n in count.items()) + "\n"

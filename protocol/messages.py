@@ -279,6 +279,7 @@ MESSAGES: dict[str, dict[str, Kind]] = {
     "agent_hello": {"host": STR, "pid": INT, "arena": STR, "slot_size": INT, "slots": INT},
     # status: exit code, -N for signal N, None-like -256 when not our child; frames: its g0 stack
     "mexited": {"m": INT, "pid": INT, "status": INT, "frames": list_of(FRAME, 256)},
+    "bye": {"host": STR, "processes": NAT, "shm_segments": NAT},  # shutdown done: what it left
     # coordinator -> agent
     "welcome": {"programs": PROGRAMS, "timescale": FLOAT, "config": CONFIG},
     "newosproc": {"fork": FORK},

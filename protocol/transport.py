@@ -16,6 +16,7 @@ one peer has exactly one identity (``m01.0`` cannot pose as ``m1.0``).
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 
 import zmq
 
@@ -46,11 +47,72 @@ def _unlimited(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.RCVHWM, 0)
 
 
-def router(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
-    """The coordinator's ROUTER, bound to ``endpoint``; an ipc socket file is made 0600."""
+# --- CURVE (across hosts) ------------------------------------------------------------------------
+# `gmpsim keys DIR` writes two key pairs in ZeroMQ's certificate format: the coordinator's (the
+# server) and the agents' (every agent and every M it forks is a client with that key). Over TCP the
+# coordinator accepts only clients whose public key is in DIR (a ZAP handler checks each one).
+
+@dataclass(frozen=True)
+class Curve:
+    """The keys one side needs: its own pair, and (clients) the server's public key."""
+    public: bytes
+    secret: bytes
+    server_public: bytes | None = None
+
+
+def _key_file(keys_dir: str, name: str) -> str:
+    path = os.path.join(keys_dir, name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{keys_dir}: no {name} (make the keys with `gmpsim keys {keys_dir}`)")
+    return path
+
+
+def curve_server_keys(keys_dir: str) -> Curve:
+    import zmq.auth
+    public, secret = zmq.auth.load_certificate(_key_file(keys_dir, "coordinator.key_secret"))
+    return Curve(public, secret)
+
+
+def curve_client_keys(keys_dir: str) -> Curve:
+    import zmq.auth
+    public, secret = zmq.auth.load_certificate(_key_file(keys_dir, "agent.key_secret"))
+    server_public, _ = zmq.auth.load_certificate(_key_file(keys_dir, "coordinator.key"))
+    return Curve(public, secret, server_public)
+
+
+def make_keys(keys_dir: str) -> list[str]:
+    """Write coordinator.key(_secret) and agent.key(_secret) into keys_dir (created 0700 if need be;
+    an existing empty directory, such as a volume's mount point, is fine)."""
+    import zmq.auth
+    os.makedirs(keys_dir, mode=0o700, exist_ok=True)
+    for name in ("coordinator", "agent"):
+        for suffix in (".key", ".key_secret"):
+            if os.path.exists(os.path.join(keys_dir, name + suffix)):
+                raise FileExistsError(f"{keys_dir}: {name + suffix} exists already; not overwriting it")
+    written = []
+    for name in ("coordinator", "agent"):
+        public, secret = zmq.auth.create_certificates(keys_dir, name)
+        os.chmod(secret, 0o600)
+        written += [public, secret]
+    return written
+
+
+def authorized_clients_dir(keys_dir: str) -> str:
+    """Where the ZAP handler looks for public keys it accepts: the keys directory itself (a
+    Kubernetes Secret mount's symlinks and ..data folder are fine: only *.key files are read)."""
+    return keys_dir
+
+
+def router(ctx: zmq.Context, endpoint: str, curve: Curve | None = None) -> zmq.Socket:
+    """The coordinator's ROUTER, bound to ``endpoint``; an ipc socket file is made 0600. With
+    ``curve`` it is a CURVE server (the caller runs the ZAP authenticator that vets clients)."""
     sock = ctx.socket(zmq.ROUTER)
     try:
         _unlimited(sock)
+        if curve is not None:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         # No ROUTER_HANDOVER: a peer claiming a connected identity is refused, never lets it take
         # over. (So every incarnation has its own identity: m<id>.<epoch>, agent:<host>/<pid>.)
@@ -64,11 +126,16 @@ def router(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
     return sock
 
 
-def dealer(ctx: zmq.Context, endpoint: str, identity: bytes) -> zmq.Socket:
-    """An M's or agent's DEALER, named ``identity``, connected to ``endpoint``."""
+def dealer(ctx: zmq.Context, endpoint: str, identity: bytes, curve: Curve | None = None) -> zmq.Socket:
+    """An M's or agent's DEALER, named ``identity``, connected to ``endpoint`` (as a CURVE client
+    when ``curve`` is given)."""
     sock = ctx.socket(zmq.DEALER)
     try:
         _unlimited(sock)
+        if curve is not None:
+            sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
+            sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server_public)
         sock.setsockopt(zmq.IMMEDIATE, 0)
         sock.setsockopt(zmq.ROUTING_ID, identity)
         sock.connect(endpoint)

@@ -55,6 +55,7 @@ SAMPLES = {
     "watch": dict(m=3, pid=999, slot=2),
     "signal": dict(m=3, pid=999, sig=9),
     "ack": dict(re=17),
+    "bye": dict(host="node-a", processes=0, shm_segments=0),
 }
 
 

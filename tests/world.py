@@ -77,6 +77,7 @@ class Proc:
     run_end: int | None = None  # end (ns) of the "run" op being computed
     run_at: tuple | None = None  # (pc, loops) of that op
     syscall_cgo: bool = False
+    locks: int = 0  # LockOSThread calls not undone on this thread (Go's m.lockedExt, kept on exit)
 
 
 def pos(pc: int = 0, loops=(), left: int = 0) -> dict:
@@ -113,6 +114,7 @@ class World:
     sysmon_wakeup: bool = False  # a WakeSysmon came while asleep
     created: int = 1  # goroutines created (goroutine 1 by schedinit)
     recovered: list = field(default_factory=list)  # Recovered effects (an M died or was fenced)
+    unfinished: bool = False  # run() stopped on max_steps
 
     def __post_init__(self) -> None:
         if not self.compiled:
@@ -122,6 +124,8 @@ class World:
                                         schedtrace_ms=self.schedtrace_ms, scheddetail=self.scheddetail)
         self._agenda: list = []
         self._agenda_started = False
+        self._timer_at = None  # when the planned "timers" entry fires
+        self._reforked: set = set()
         self._sysmon_gen = 0
         self._seq = 0
         self._reply_state = RUNNING
@@ -235,9 +239,11 @@ class World:
         return self.send(m, "exitsyscall")
 
     def lock(self, m: int, at=None) -> list:
+        self.procs[m].locks += 1
         return self.send(m, "lockosthread", at=at or pos())
 
     def unlock(self, m: int, at=None) -> list:
+        self.procs[m].locks = max(0, self.procs[m].locks - 1)
         return self.send(m, "unlockosthread", at=at or pos())
 
     def gopark(self, m: int, reason: str, us: int = 0, at=None) -> list:
@@ -278,6 +284,7 @@ class World:
     def refork(self, m: int) -> list:
         """A fork order that never became a process: fork again (a new incarnation)."""
         p = self._proc(m, FORKED)
+        self._reforked = {m}
         return self.deliver({"t": "refork", "m": m, "cepoch": p.epoch})
 
     def sysmon(self, extra_ns: int = 0, at: int | None = None) -> list | None:
@@ -336,6 +343,8 @@ class World:
                     raise WorldError(f"world: M{e.m} forked from M{e.forker} while M{sender}'s message is handled")
                 if e.forker is not None and e.template:
                     raise WorldError(f"world: M{e.m} both forked from M{e.forker} and through the template")
+                if old is None:
+                    self._check_fork(e, sender)
                 self.procs[e.m] = Proc(m=e.m, epoch=e.epoch, state=FORKED, host=e.host, slot=e.slot,
                                        forker=e.forker, template=e.template, nextp=e.nextp, spinning=e.spinning)
                 self.forks.append(e)
@@ -399,7 +408,29 @@ class World:
         for m, p in self.procs.items():
             if p.state in ("starting", "waking", "sending") and not self.finished:
                 raise WorldError(f"world: M{m} got no reply")
+        if not self.finished and any(isinstance(e, fx.Fork) and e.m not in self._reforked for e in effects):
+            # allocm ran: it freed the g0 stack of every exited M whose process is gone
+            left = [m.id for m in self.sched.freem if m.freeWait == 0]
+            if left:
+                raise WorldError(f"world: allocm ran but left the stacks of gone Ms {left} on freem")
+        self._reforked = set()
 
+    def _check_fork(self, e: fx.Fork, sender: int | None) -> None:
+        """newm: from a locked (or cgo) M through the template thread (golang/go#28979), else cloned
+        from the calling M's process; sysmon and the shell's recovery have no process (the agent forks)."""
+        s = self.sched
+        caller = None
+        if sender is not None:
+            caller = s.allm.get(sender) or next((m for m in s.freem if m.id == sender), None)
+        # The world's own count of the thread's LockOSThread calls (not the core's lockedExt).
+        tainted = caller is not None and (self.procs[sender].locks > 0 or caller.incgo)
+        if e.template != tainted:
+            raise WorldError(f"world: M{e.m} forked {'through' if e.template else 'without'} the template, "
+                             f"but its caller {'M' + str(sender) if sender is not None else '(no M)'} "
+                             f"{'is' if tainted else 'is not'} locked/in cgo")
+        want = None if (e.template or caller is None) else sender
+        if e.forker != want:
+            raise WorldError(f"world: M{e.m} forked by {e.forker}, expected {want}")
     def _check(self) -> None:
         if not self.check:
             return
@@ -418,12 +449,16 @@ class World:
         """Where the world's view of the M processes and the core's records differ."""
         errs = []
         s = self.sched
+        freem = {x.id: x for x in s.freem}
+        freed = {e.m for e in self.stackfrees}
         for m, p in self.procs.items():
             mp = s.allm.get(m)
             if p.state in (EXITED, GONE):
                 if mp is not None:
                     errs.append(f"world: M{m} exited but is in allm")
-                fm = next((x for x in s.freem if x.id == m), None)
+                if m not in freem and m not in freed:
+                    errs.append(f"world: M{m} left freem but its g0 stack (slot {p.slot}) was never freed")
+                fm = freem.get(m)
                 if fm is not None and (fm.freeWait == 0) != (p.state == GONE):
                     errs.append(f"world: M{m} is {p.state} but its freeWait={fm.freeWait}")
                 continue
@@ -468,12 +503,11 @@ class World:
         if not self._agenda_started:
             self._agenda_started = True
             self._sysmon_sleep()
-        timer_at = None
         steps = 0
         while not self.finished and steps < max_steps:
             nt = next_timer(self.sched)
-            if nt is not None and nt != timer_at:
-                timer_at = nt
+            if nt is not None and (self._timer_at is None or nt < self._timer_at):
+                self._timer_at = nt  # one "timers" entry fires every timer due by then
                 self._plan(None, "timers", nt)
             if not self._agenda:
                 break
@@ -490,6 +524,7 @@ class World:
             self.now = max(self.now, when)
             steps += 1
             self._dry_step(kind, m)
+        self.unfinished = not self.finished and steps >= max_steps
         return self
 
     def _sysmon_sleep(self) -> None:
@@ -518,6 +553,8 @@ class World:
         elif kind == "mexited":
             self.mexited(m)
         elif kind == "timers":
+            if self._timer_at is not None and self._timer_at <= self.now:
+                self._timer_at = None
             if next_timer(self.sched) is not None and next_timer(self.sched) <= self.now:
                 self.deliver({"t": "timers"})
         elif kind == "sysmon_wake":
@@ -598,12 +635,13 @@ class World:
             raise WorldError(f"world: unknown op {op}")
 
     def outcome(self) -> str:
-        """"ok", "fatal: <message>", or "stuck" (nothing left to do and main never returned)."""
+        """"ok", "fatal: <message>", "unfinished" (run() spent its steps), or "stuck" (nothing left
+        to do, no verdict: a lost wakeup)."""
         if self.exit_code is not None:
             return "ok"
         if self.fatal is not None:
             return "fatal: " + self.fatal.message
-        return "stuck"
+        return "unfinished" if self.unfinished else "stuck"
 
 
 def legit_fatal(w: World) -> str:

@@ -19,11 +19,12 @@ import shutil
 import signal
 import sys
 import time
+import uuid
 
 import zmq
 
 from protocol.codec import ProtocolError, decode, encode
-from protocol.transport import agent_identity, dealer
+from protocol.transport import agent_identity, curve_client_keys, dealer
 
 from .g0 import G0_STACK_SIZE, Arena, arena_name, read_frames
 from .m import HostConfig, newosproc
@@ -34,6 +35,10 @@ log = logging.getLogger("gmpsim.agent")
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.1  # reap orphans and resend unacknowledged reports this often
 RESEND_S = 0.05
+HELLO_AGAIN_S = 1.0  # until welcomed
+HEARTBEAT_S = 0.5  # across hosts
+HEARTBEAT_TIMEOUT_S = 3.0  # the coordinator fences a host silent this long; we rejoin afresh
+GIVE_UP_S = 60.0  # a remote agent with no coordinator at all this long exits (code 3)
 NOT_OUR_CHILD = -256  # mexited.status when the exit status is not ours to read
 
 
@@ -45,9 +50,14 @@ def _die_with_parent() -> None:
 
 class Agent:
     def __init__(self, endpoint: str, host: str, run_id: str, slots: int, slot_size: int,
-                 guardian_pid: int, adopt: bool):
+                 guardian_pid: int, adopt: bool, curve=None, remote: bool = False):
         self.endpoint, self.host, self.run_id = endpoint, host, run_id
         self.guardian_pid = guardian_pid
+        self.curve = curve  # CURVE client keys (TCP), shared by the Ms this agent forks
+        self.remote = remote  # across hosts: heartbeats; a long partition means rejoining afresh
+        self.last_heard = time.monotonic()
+        self.next_beat = 0.0
+        self.welcomed = False
         name = arena_name(run_id, host)
         self.arena = (Arena.attach(name, readonly=False, slot_size=slot_size) if adopt
                       else Arena.create(name, slots, slot_size))
@@ -63,7 +73,7 @@ class Agent:
         self.ctx = zmq.Context()
         # Its own identity per incarnation: a dead predecessor's connection may linger (the Ms it
         # forked inherited the socket), and the coordinator's ROUTER never hands an identity over.
-        self.sock = dealer(self.ctx, endpoint, agent_identity(f"{host}/{os.getpid()}"))
+        self.sock = dealer(self.ctx, endpoint, agent_identity(f"{host}/{os.getpid()}"), curve=curve)
 
     def send(self, t: str, reliable: bool = False, **fields) -> None:
         self.seq += 1
@@ -74,9 +84,13 @@ class Agent:
             self.unacked[self.seq] = [frame, time.monotonic() + RESEND_S]
         self.sock.send(frame)
 
-    def run(self) -> None:
+    def hello(self) -> None:
         self.send("agent_hello", host=self.host, pid=os.getpid(), arena=self.arena.name,
                   slot_size=self.arena.slot_size, slots=self.arena.slots)
+        self.next_hello = time.monotonic() + HELLO_AGAIN_S
+
+    def run(self) -> None:
+        self.hello()
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         registered: set[int] = set()
@@ -101,6 +115,47 @@ class Agent:
             for mid, pid in self.watch.ready(fds) if fds else ():
                 self.report_exit(mid, pid)
             self.resend()
+            if self.beat() == "gone":
+                raise SystemExit(3)
+
+    def beat(self) -> str | None:
+        """Heartbeats, across hosts only (locally the coordinator's death is our parent's, PDEATHSIG).
+        Not yet welcomed: say hello again (the coordinator may not be listening yet). Cut off for
+        longer than the timeout: our Ms have been fenced; end them and rejoin as a fresh host."""
+        now = time.monotonic()
+        if not self.welcomed:
+            if now >= self.next_hello:
+                self.hello()
+            if self.remote and now - self.last_heard > GIVE_UP_S:
+                log.error("agent %s: no coordinator for %.0fs; giving up", self.host, GIVE_UP_S)
+                return "gone"
+            return None
+        if not self.remote:
+            return None
+        if now >= self.next_beat:
+            self.send("heartbeat", m=-1)
+            self.next_beat = now + HEARTBEAT_S
+        if now - self.last_heard > HEARTBEAT_TIMEOUT_S:
+            log.warning("agent %s: cut off from the coordinator for %.1fs: ending my Ms, rejoining",
+                        self.host, now - self.last_heard)
+            self.reset()
+        return None
+
+    def reset(self) -> None:
+        """Back to a fresh host: no Ms, every g0 slot free, not welcomed."""
+        kill_and_wait(list(self.pids.values()), timeout=1.0)
+        self.collect_orphans()
+        for mid in list(self.pids):
+            self.watch.remove(mid)
+        for slot in self.slots.values():
+            self.arena.stackfree(slot)
+        self.pids.clear()
+        self.slots.clear()
+        self.forked.clear()
+        self.unacked.clear()
+        self.welcomed = False
+        self.last_heard = time.monotonic()
+        self.hello()
 
     def resend(self) -> None:
         now = time.monotonic()
@@ -130,10 +185,14 @@ class Agent:
             log.warning("agent %s: dropped a bad frame: %s", self.host, e)
             return None
         t = msg["t"]
+        self.last_heard = time.monotonic()
+        if t == "heartbeat":
+            return None
         if t == "welcome":
             self.cfg = HostConfig(endpoint=self.endpoint, host=self.host, guardian_pid=self.guardian_pid,
                                   arena=self.arena, programs=msg["programs"],
-                                  timescale=msg["timescale"], **msg["config"])
+                                  timescale=msg["timescale"], curve=self.curve, **msg["config"])
+            self.welcomed = True
             gc.freeze()
         elif t == "newosproc":  # newm1 from the template thread (or for sysmon's newm)
             self.on_newosproc(msg["fork"])
@@ -203,7 +262,10 @@ class Agent:
         self.watch.close()
         self.arena.unlink()
         self.arena.close()
+        leaked_shm = int(os.path.exists(os.path.join("/dev/shm", self.arena.name)))
         try:
+            # What this host leaves behind (the report's leaks, across hosts), then goodbye.
+            self.send("bye", host=self.host, processes=len(left), shm_segments=leaked_shm)
             self.send("mexited", m=-1, pid=os.getpid(), status=0, frames=[])  # the agent itself is done
         except zmq.ZMQError:
             pass
@@ -232,32 +294,57 @@ def _alive(pid: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m worker.agent")
-    ap.add_argument("--endpoint", required=True)
-    ap.add_argument("--host", default="local")
-    ap.add_argument("--run-id", required=True)
+    ap = argparse.ArgumentParser(prog="gmpsim agent")
+    ap.add_argument("--endpoint", "--connect", dest="endpoint", required=True,
+                    help="the coordinator: ipc://... (local) or tcp://HOST:PORT")
+    ap.add_argument("--host", "--name", dest="host", default="local", help="this host's name")
+    ap.add_argument("--run-id", default=None, help="names the arena (default: a fresh id)")
+    ap.add_argument("--keys", default=None, help="CURVE keys directory (gmpsim keys DIR)")
+    ap.add_argument("--insecure", action="store_true", help="plain TCP, no CURVE")
     ap.add_argument("--slots", type=int, default=12000)
     ap.add_argument("--slot-size", type=int, default=G0_STACK_SIZE)
     ap.add_argument("--guardian-pid", type=int, default=os.getppid(),
                     help="the process whose death ends every M of this host (the coordinator)")
     ap.add_argument("--adopt", action="store_true", help="take over the arena of an agent that died")
     args = ap.parse_args(argv)
+    remote = args.endpoint.startswith("tcp://")
+    curve = None
+    if remote and not args.insecure:
+        if not args.keys:
+            print("gmpsim agent: --keys DIR is required over TCP (CURVE), or say --insecure", file=sys.stderr)
+            return 2
+        try:
+            curve = curve_client_keys(args.keys)
+        except (OSError, ValueError) as e:
+            print(f"gmpsim agent: {e}", file=sys.stderr)
+            return 2
+    if not logging.getLogger().handlers:  # on its own (not forked by `gmpsim run`): log to stderr
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    if remote:
+        args.guardian_pid = os.getpid()  # no coordinator process here: our Ms die with us
+    run_id = args.run_id or uuid.uuid4().hex[:12]
     set_child_subreaper()
-    _die_with_parent()
+    if not remote:
+        _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
+    # Once only: PDEATHSIG comes again each time the dying coordinator's next thread (zmq, logging)
+    # exits and we are re-parented to it; a second SystemExit would cut the cleanup short (arena left).
     def on_term(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, on_term)
-    agent = Agent(args.endpoint, args.host, args.run_id, args.slots, args.slot_size,
-                  args.guardian_pid, args.adopt)
+    agent = Agent(args.endpoint, args.host, run_id, args.slots, args.slot_size,
+                  args.guardian_pid, args.adopt, curve=curve, remote=remote)
+    code = 0
     try:
         agent.run()
-    except SystemExit:
-        pass
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup runs to its end
         agent.shutdown()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

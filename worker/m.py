@@ -49,6 +49,7 @@ class HostConfig:
     programs: dict
     timescale: float  # wall µs per Go µs
     slice_us: float = 2000.0  # wall µs between preemption checks while computing
+    curve: object = None  # CURVE client keys across hosts (protocol.transport.Curve)
 
 
 def child_after_fork() -> None:
@@ -204,7 +205,7 @@ class WorkerM:
         then loop in schedule. Never returns but by SystemExit."""
         started = time.monotonic()
         self.ctx = zmq.Context()
-        self.sock = dealer(self.ctx, self.cfg.endpoint, m_identity(self.id, self.epoch))
+        self.sock = dealer(self.ctx, self.cfg.endpoint, m_identity(self.id, self.epoch), curve=self.cfg.curve)
         self.sock.setsockopt(zmq.RCVTIMEO, GUARD_CHECK_MS)
         self.guard_fd = os.pidfd_open(self.cfg.guardian_pid)
         with self.g0.mstart_frame():
