@@ -153,6 +153,97 @@ def summarize(xs: list[float]) -> dict:
             "p99_us": round(pct(xs, 0.99) * 1e6, 1)}
 
 
+THROUGHPUT = """
+name = "bench-throughput"
+description = "64 Ms doing zero-length syscalls back to back: the coordinator's events per second"
+gomaxprocs = 64
+timescale = 100.0
+time_limit_s = 120.0
+check_invariants = {check}
+[programs.main]
+ops = [["go", "worker", 64], ["wait"]]
+[programs.worker]
+ops = [["repeat", {n}, [["syscall", 0]]]]
+"""
+
+
+def coordinator_throughput(n_per_m: int, check: bool) -> dict:
+    """(c) Scheduling events per second through the coordinator's loop with 64 Ms. The Ms are the
+    load generator's (loadgen.py: the real protocol over real sockets, no fork, no waiting), so the
+    figure is the coordinator's alone."""
+    from .loadgen import serve
+    from .run import run_scenario
+    from .scenario import loads
+    sc = loads(THROUGHPUT.format(n=n_per_m, check=str(check).lower()), source="bench")
+    rundir = make_rundir()
+    endpoint = f"ipc://{rundir}/bench.sock"
+    gen = multiprocessing.get_context("fork").Process(target=serve, args=(endpoint,), daemon=True)
+    gen.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="gmpsim-bench-") as d:
+            report, out = run_scenario(sc, d, listen=endpoint, hosts=1)
+    finally:
+        gen.join(5)
+        if gen.is_alive():
+            gen.kill()
+            gen.join()
+        _rm(rundir)
+    events = report["protocol"]["events"]
+    return {"outcome": out.outcome, "events": events, "run_s": report["run_s"],
+            "events_per_s": round(events / report["run_s"]), "invariant_checks": check}
+
+
+class PssSampler:
+    """(d) An observer that, as the number of live Ms grows, reads the PSS of each (smaps_rollup)."""
+
+    def __init__(self, every_s: float = 1.0):
+        self.every_s = every_s
+        self.next = 0.0
+        self.best = {"live_ms": 0, "pss_kb_per_m": None}
+
+    def started(self, sched, go_ns, wall):
+        pass
+
+    def finished(self, sched, outcome, go_ns, wall):
+        pass
+
+    def after_step(self, sched, ev, effects, touched, go_ns, wall):
+        if wall < self.next:
+            return
+        self.next = wall + self.every_s
+        pids = [mp.pid for mp in sched.allm.values() if not mp.virtual and mp.started and mp.pid]
+        if len(pids) <= self.best["live_ms"]:
+            return
+        pss = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            pss.append(int(line.split()[1]))
+                            break
+            except OSError:
+                pass
+        if pss:
+            self.best = {"live_ms": len(pss), "pss_kb_per_m": round(sum(pss) / len(pss))}
+
+
+def scale(n: int) -> dict:
+    """(d) The most live Ms a scale-out run holds, and the PSS per M at that point."""
+    from .run import run_scenario
+    from .scenario import load
+    syscall_us = 300_000 if n > 500 else 60_000
+    sc = load("scale-out", [f'programs.main.ops=[["go","blocker",{n}],["wait"]]',
+                            f'programs.blocker.ops=[["run",20],["syscall",{syscall_us}],["run",20]]',
+                            "check_invariants=false" if n > 500 else "check_invariants=true"])
+    sampler = PssSampler()
+    with tempfile.TemporaryDirectory(prefix="gmpsim-bench-") as d:
+        report, out = run_scenario(sc, d, [sampler])
+    return {"goroutines": n, "outcome": out.outcome, "ms_created": report["ms"]["created"],
+            "peak_threads": report["ms"]["peak"], "live_ms_sampled": sampler.best["live_ms"],
+            "pss_kb_per_m": sampler.best["pss_kb_per_m"], "leaks": report["leaks"], "wall_s": report["wall_s"]}
+
+
 def run_bench(quick: bool) -> dict:
     """Floors, a real syscall-storm run, floors again; then the ratios."""
     from .run import run_scenario
@@ -178,6 +269,9 @@ def run_bench(quick: bool) -> dict:
     w50 = res["floors"]["zmq_one_way"]["p50_us"]
     n50 = lat["newm_to_mstart"]["p50"]
     k50 = lat["notewakeup_to_running"]["p50"]
+    res["throughput"] = coordinator_throughput(100 if quick else 1000, check=False)
+    res["throughput_checked"] = coordinator_throughput(50 if quick else 300, check=True)
+    res["scale"] = scale(100 if quick else 2000)
     res["ratios"] = {
         "newm_p50_over_fork_floor": round(n50 / f50, 2) if n50 else None,
         "newm_p99_over_fork_floor_p99": round(lat["newm_to_mstart"]["p99"] / res["floors"]["fork_hello"]["p99_us"], 2) if n50 else None,
@@ -203,11 +297,16 @@ def format_bench(res: dict) -> str:
         f"M creation p50 / fork floor p50: {r['newm_p50_over_fork_floor']}×   (target ≤ 1.3)",
         f"forkserver p50 / M creation p50: {r['forkserver_p50_over_newm_p50']}×   (target ≥ 2.5)",
         f"wake p50 / ZeroMQ one-way p50:   {r['wake_p50_over_zmq_one_way']}×   (target ≤ 1.5)",
+        "",
+        f"coordinator: {res['throughput']['events_per_s']} scheduling events/s with 64 Ms "
+        f"({res['throughput_checked']['events_per_s']}/s with the invariant checker on)   (target ≥ 50,000)",
+        f"scale: {res['scale']['live_ms_sampled']} live Ms sampled (peak threads {res['scale']['peak_threads']}), "
+        f"PSS {res['scale']['pss_kb_per_m']} kB per M   (target ≤ 2,500 kB)",
     ]
     return "\n".join(lines)
 
 
-def main(quick: bool, json_path: str | None) -> int:
+def main(quick: bool = False, json_path: str | None = None) -> int:
     res = run_bench(quick)
     print(format_bench(res))
     if json_path:

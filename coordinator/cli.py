@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     agent.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="the coordinator")
     agent.add_argument("--name", required=True, help="this host's name (unique per host)")
     _security_options(agent)
+    bench = sub.add_parser("bench", help="measure this machine: M creation, wake, coordinator throughput, scale")
+    bench.add_argument("--quick", action="store_true", help="small sizes (about 30 s)")
+    bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     keys = sub.add_parser("keys", help="write CURVE key pairs for the coordinator and the agents into DIR")
     keys.add_argument("dir", metavar="DIR")
     sub.add_parser("scenarios", help="list the built-in scenarios")
@@ -245,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_agent(args)
     if args.cmd == "keys":
         return cmd_keys(args)
+    if args.cmd == "bench":
+        from .bench import main as bench_main
+        return bench_main(args.quick, args.json)
     if args.cmd == "plot":
         return cmd_plot(args)
     return cmd_scenarios(args)

@@ -14,7 +14,8 @@ Between two steps every record is in one well-defined state:
   from procresize), running a goroutine (curg _Grunning with a P, or _Gsyscall without one), idle
   on sched.midle (parked in stopm, no P, no nextp), woken from stopm (parked, key set, nextp set),
   parked in stoplockedm with its locked goroutine (key set and nextp set once startlockedm handed it
-  a P), or m0 wedged by mexit (it stays in allm, counted in nmfreed). Exited Ms are on sched.freem;
+  a P), or m0 wedged by mexit (it stays in allm, counted in nmfreed). Exited Ms (mexit, or mdead
+  for a process that died) are on sched.freem until allocm frees their g0 stack;
 - a goroutine is runnable (in exactly one run queue, or handed to its locked M with the P), running
   (exactly one M's curg, with a P), in a syscall (exactly one M's curg, no P), waiting, or dead.
 
@@ -22,7 +23,11 @@ Counters follow from that: npidle, nmidle, runqsize are list lengths; nmidlelock
 parked in stoplockedm and not yet handed a P; nmspinning counts the spinning Ms plus the Ms not yet
 started whose mstartfn is mspinning (the waker counts them, mspinning adopts the count);
 mcount() == mnext - nmfreed == len(allm) - (1 if m0 is wedged), allm holding sysmon's and the
-template thread's virtual Ms (nmsys) too.
+template thread's virtual Ms (nmsys) too; nmfreed counts the Ms that exited or died, plus a wedged m0.
+
+Not meaningful right after a Fatal (a throw leaves the step half done); after main returned
+(ProgramExit) goroutine 1 is dead on m0's curg, which is allowed. Cost: ~0.3 µs per live M, P or G
+record (about 1 ms for 750 Ms and 2000 live goroutines); dead goroutines are nearly free.
 """
 from __future__ import annotations
 
@@ -43,10 +48,6 @@ def _mn(mp) -> str:
 
 def _gn(gp) -> str:
     return "nil" if gp is None else f"G{gp.goid}"
-
-
-def _wedged(sched: Sched, mp: M) -> bool:
-    return mp is sched.m0 and mp.parked == "m0"
 
 
 def check(sched: Sched) -> list[str]:

@@ -29,6 +29,7 @@ from .delivery import Delivery
 from .faults import FaultPlan
 from .inject import Injector
 from .invariants import check as check_invariants
+from .latency import Latency
 from .sysmon import next_timer, sysmon_delay
 
 log = logging.getLogger("gmpsim.coordinator")
@@ -58,8 +59,8 @@ class Outcome:
 @dataclass
 class Recorder:
     """What the loop measures for the report (latencies in wall seconds)."""
-    newm_to_mstart: list[float] = field(default_factory=list)
-    notewakeup_to_running: list[float] = field(default_factory=list)
+    newm_to_mstart: Latency = field(default_factory=Latency)
+    notewakeup_to_running: Latency = field(default_factory=Latency)
     bad_frames: int = 0
     bad_events: int = 0
     refused: int = 0  # messages of dead, fenced or stale Ms
@@ -122,6 +123,7 @@ class Coordinator:
         self.next_beat = 0.0
         self.byes: dict[str, dict] = {}  # host -> what its agent left behind at shutdown
         self.host_lost: list[dict] = []
+        self.run_s = 0.0
         self.trace_file = trace_file
         self.stop_flag = stop_flag or (lambda: False)
         self.control = agents
@@ -275,6 +277,12 @@ class Coordinator:
     # --- the loop -----------------------------------------------------------------------------------
 
     def run(self, time_limit_s: float) -> Outcome:
+        try:
+            return self._run(time_limit_s)
+        finally:
+            self.run_s = time.monotonic() - self.t0  # the run itself, without start-up and shutdown
+
+    def _run(self, time_limit_s: float) -> Outcome:
         deadline = self.t0 + time_limit_s
         while not self.done:
             now = time.monotonic()
@@ -400,14 +408,14 @@ class Coordinator:
             self.delivery.done(("fork", mid, msg["epoch"]))
             decided = self.rec.fork_decided.pop(mid, None)
             if decided is not None:
-                self.rec.newm_to_mstart.append(time.monotonic() - decided)
+                self.rec.newm_to_mstart.record(mp.host, time.monotonic() - decided)
             self.rec.pids[mid] = msg["pid"]
             self.rec.thread(mid).update(pid=msg["pid"], taint=msg["taint"], started_ms=self.go_ms())
             if mp.pid == 0:
                 self.watch(mp, msg["pid"])
         elif t == "woken":
             self.delivery.done(("wake", mid))
-            self.rec.notewakeup_to_running.append(msg["lat"])
+            self.rec.notewakeup_to_running.record(mp.host, msg["lat"])
         self.event(msg, mid, msg["seq"])
 
     def from_agent(self, msg: dict, host: str) -> None:

@@ -40,8 +40,8 @@ def mdead(sched: Sched, mp: M, gone: bool) -> dict:
     doing = describe_m(mp)
     # Its own records first: it no longer counts in mcount(), so an M started for its P below is
     # not refused by checkmcount, and checkdead sees the truth.
-    if sched.allm.pop(mp.id, None) is not None:
-        sched.nmfreed += 1
+    if sched.allm.pop(mp.id, None) is not None and mp.parked != "m0":
+        sched.nmfreed += 1  # (a wedged m0 was counted by mexit already: Go keeps it on allm)
     if mp in sched.midle:
         sched.midle.remove(mp)
         sched.nmidle -= 1
@@ -79,7 +79,7 @@ def mdead(sched: Sched, mp: M, gone: bool) -> dict:
         mp.nextp = None
     if mp.oldp is not None:
         p, mp.oldp = mp.oldp, None
-        if p.status == _Psyscall and p.m is None:
+        if p.status == _Psyscall and p.m is None and p.syscalltick == mp.syscalltick:  # still its syscall
             p.status = _Pidle
             p.syscalltick += 1
             ps.append(p)

@@ -2,22 +2,11 @@
 from __future__ import annotations
 
 import json
-import math
 
+from .latency import Latency
 from .mdead import lost_goroutines
 
 SCHEMA = "gmpsim.report/1"
-
-
-def percentiles(samples_s: list[float]) -> dict:
-    """n, p50, p90, p99, max of wall-clock samples, in µs (nearest rank)."""
-    if not samples_s:
-        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None}
-    xs = sorted(samples_s)
-
-    def rank(q: float) -> float:
-        return round(xs[max(0, math.ceil(q * len(xs)) - 1)] * 1e6, 1)
-    return {"n": len(xs), "p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "max": round(xs[-1] * 1e6, 1)}
 
 
 def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
@@ -57,8 +46,8 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
                    "mget": st.get("mget", 0)},
         "sysmon": {"retake": st.get("retake", 0)},
         "latency_us": {
-            "newm_to_mstart": percentiles(rec.newm_to_mstart if rec else []),
-            "notewakeup_to_running": percentiles(rec.notewakeup_to_running if rec else []),
+            "newm_to_mstart": rec.newm_to_mstart.summary() if rec else Latency().summary(),
+            "notewakeup_to_running": rec.notewakeup_to_running.summary() if rec else Latency().summary(),
         },
         "protocol": {"events": rec.events if rec else 0, "bad_frames": rec.bad_frames if rec else 0,
                      "bad_events": rec.bad_events if rec else 0, "refused": rec.refused if rec else 0,
@@ -74,6 +63,7 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
         "leaks": {"processes": leaks["processes"], "shm_segments": leaks["shm_segments"]},
         "threads": sorted(rec.threads.values(), key=lambda t: t["m"]) if rec else [],
         "wall_s": round(wall_s, 3),
+        "run_s": round(coord.run_s, 3) if coord is not None else 0.0,
     }
 
 
@@ -102,7 +92,8 @@ def summary(report: dict, out_dir: str) -> str:
     callers = ", ".join(f"{k} {v}" for k, v in sm["by_caller"].items()) or "-"
 
     def p(h):
-        return "-" if not h["n"] else f"p50 {h['p50']:.0f}  p99 {h['p99']:.0f}  max {h['max']:.0f}  (n={h['n']})"
+        return "-" if not h["n"] else (f"p50 {h['p50']:.0f}  p90 {h['p90']:.0f}  p99 {h['p99']:.0f}  "
+                                       f"p99.9 {h['p99_9']:.0f}  max {h['max']:.0f}  (n={h['n']})")
     rows = [
         ("scenario", f"{report['scenario']} (seed {report['seed']}, gomaxprocs {report['gomaxprocs']}, "
                      f"timescale {report['timescale']:g})"),

@@ -171,8 +171,8 @@ class TraceRecorder(Observer):
             self._set_slice(track, name, ts, args)
 
     def _update_ps(self, sched, ts: int, touched: set[int]) -> int:
-        """Recompute every P's slice; returns the number of Ps in syscalls. The Ms owning a P are
-        added to `touched` (their state is cheap to recheck and may have moved with the P)."""
+        """Recompute every P's slice; returns the number of Ps in syscalls. An M that a P has just
+        moved to is added to `touched` (its state may have changed with the P)."""
         nsys = 0
         pkey, powner = self.pkey, self.powner
         for p in sched.allp:
@@ -182,10 +182,11 @@ class TraceRecorder(Observer):
                 nsys += 1
             elif p.m is not None:
                 key = p.m.id
-                touched.add(key)
             else:
                 key = -1
             if key != pkey[i]:
+                if key >= 0:
+                    touched.add(key)
                 track = (PS_PID, P_TID0 + i)
                 if key == _P_SYSCALL:
                     self._set_slice(track, "syscall", ts, {"m": powner[i]})

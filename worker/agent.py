@@ -82,7 +82,16 @@ class Agent:
         frame = encode(t, self.seq, os.getpid(), **fields)
         if reliable:
             self.unacked[self.seq] = [frame, time.monotonic() + RESEND_S]
-        self.sock.send(frame)
+        self.put(frame)
+
+    def put(self, frame: bytes) -> None:
+        """Never block on a send: a DEALER with no pipe to the coordinator (e.g. after the
+        coordinator's ZAP handler refused our key) blocks send forever, which would hang this
+        agent (no give-up, no SIGTERM shutdown). Such a frame is dropped; reliable ones are resent."""
+        try:
+            self.sock.send(frame, zmq.DONTWAIT)
+        except zmq.Again:
+            pass
 
     def hello(self) -> None:
         self.send("agent_hello", host=self.host, pid=os.getpid(), arena=self.arena.name,
@@ -161,7 +170,7 @@ class Agent:
         now = time.monotonic()
         for entry in self.unacked.values():
             if entry[1] <= now:
-                self.sock.send(entry[0])
+                self.put(entry[0])
                 entry[1] = now + RESEND_S
 
     def collect_orphans(self) -> None:

@@ -1,0 +1,136 @@
+"""A load generator for `gmpsim bench`: one process that speaks the real protocol over real ZeroMQ
+sockets as a host agent and as every M that agent is asked to fork, with no fork and no waiting
+(every op takes no time). It measures the coordinator alone: how many scheduling events a second
+its loop carries when nothing else is slow. Not a simulation of Ms: the real ones are worker/.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import zmq
+
+from protocol.codec import decode, encode
+from protocol.messages import position
+from protocol.ops import advance
+from protocol.transport import agent_identity, dealer, m_identity
+
+REPLIES = ("execute", "cont", "park", "exit")
+
+
+class FakeM:
+    def __init__(self, ctx, endpoint: str, spec: dict, programs: dict):
+        self.id, self.epoch = spec["m"], spec["epoch"]
+        self.sock = dealer(ctx, endpoint, m_identity(self.id, self.epoch))
+        self.programs = programs
+        self.seq = 0
+        self.g = None  # (goid, prog, pc, loops)
+        self.asked = "hello"
+        self.send("hello", pid=os.getpid(), host="bench", started=time.monotonic(), taint="")
+
+    def send(self, t: str, **f) -> None:
+        self.seq += 1
+        if t not in ("forked", "forkfail"):  # a request: its reply will name this seq
+            self.req = self.seq
+        self.sock.send(encode(t, self.seq, self.epoch, m=self.id, **f))
+
+    def on(self, msg: dict) -> list[dict]:
+        """React to one message; returns fork specs to carry out (the agent 'forks' them)."""
+        t = msg["t"]
+        if t == "wake":
+            self.send("woken", lat=time.monotonic() - msg["sent"])
+            return []
+        if t not in REPLIES or msg["re"] != self.req:
+            return []
+        if t == "execute":
+            code = self.programs[msg["prog"]]
+            pc, loops = advance(code, msg["pos"]["pc"], list(msg["pos"]["loops"]))
+            self.g = [msg["g"], code, pc, loops]
+            self.step()
+        elif t == "cont":
+            if self.asked == "entersyscall":  # the syscall itself takes no time
+                self.asked = "exitsyscall"
+                self.send("exitsyscall", g=self.g[0])
+            else:
+                self.step()
+        elif t == "exit":
+            self.sock.close(0)
+        return msg.get("forks", [])
+
+    def step(self) -> None:
+        """Run ops from the goroutine's position until one needs the scheduler (no op takes time)."""
+        g, code, pc, loops = self.g
+        while True:
+            if pc >= len(code):
+                self.asked = "goexit"
+                self.send("goexit", g=g, pos=position(pc, loops, 0))
+                return
+            op = code[pc]
+            pc, loops = advance(code, pc + 1, loops)
+            self.g[2:] = [pc, loops]
+            after = position(pc, loops, 0)
+            name = op[0]
+            if name in ("syscall", "syscallblock", "cgo"):
+                self.asked = "entersyscall"
+                self.send("entersyscall", g=g, pos=after, cgo=name == "cgo")
+                return
+            if name == "go":
+                self.asked = "newproc"
+                self.send("newproc", g=g, pos=after, prog=op[1], n=op[2])
+                return
+            if name in ("sleep", "park", "wait"):
+                self.asked = "gopark"
+                self.send("gopark", g=g, pos=after, reason=name, us=op[1] if name == "sleep" else 0)
+                return
+            # run, lock, unlock...: no time, no scheduler here
+
+
+def serve(endpoint: str, stop_after_s: float = 120.0) -> None:
+    """The fake agent's loop (run in its own process)."""
+    ctx = zmq.Context()
+    agent = dealer(ctx, endpoint, agent_identity(f"bench/{os.getpid()}"))
+    poller = zmq.Poller()
+    poller.register(agent, zmq.POLLIN)
+    agent.send(encode("agent_hello", 1, os.getpid(), host="bench", pid=os.getpid(), arena="none",
+                      slot_size=8192, slots=100_000))
+    seq = 1
+    ms: dict[zmq.Socket, FakeM] = {}
+    programs = {}
+    deadline = time.monotonic() + stop_after_s
+
+    def fork(spec):
+        m = FakeM(ctx, endpoint, spec, programs)
+        ms[m.sock] = m
+        poller.register(m.sock, zmq.POLLIN)
+    try:
+        while time.monotonic() < deadline:
+            for sock, _ in poller.poll(1000):
+                frame = sock.recv()
+                msg = decode(frame)
+                if sock is agent:
+                    if msg["t"] == "welcome":
+                        programs.update(msg["programs"])
+                    elif msg["t"] == "newosproc":
+                        fork(msg["fork"])
+                        seq += 1
+                        agent.send(encode("forked", seq, os.getpid(), m=-1, child=msg["fork"]["m"],
+                                          cepoch=msg["fork"]["epoch"], pid=os.getpid()))
+                    elif msg["t"] == "watch":
+                        seq += 1
+                        agent.send(encode("ack", seq, os.getpid(), re=msg["seq"]))
+                    elif msg["t"] == "shutdown":
+                        seq += 1
+                        agent.send(encode("bye", seq, os.getpid(), host="bench", processes=0, shm_segments=0))
+                        return
+                    continue
+                m = ms[sock]
+                if msg["t"] == "shutdown":
+                    continue
+                for spec in m.on(msg):
+                    fork(spec)
+                    m.send("forked", child=spec["m"], cepoch=spec["epoch"], pid=os.getpid())
+    finally:
+        for sock in list(ms):
+            sock.close(0)
+        agent.close(0)
+        ctx.term()
