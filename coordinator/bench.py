@@ -160,6 +160,7 @@ gomaxprocs = 64
 timescale = 100.0
 time_limit_s = 120.0
 check_invariants = {check}
+trace = {check}
 [programs.main]
 ops = [["go", "worker", 64], ["wait"]]
 [programs.worker]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from protocol.codec import ProtocolError, decode, encode
+from protocol.codec import ProtocolError, decode, encode, encode_trusted
 from protocol.messages import fork_spec, position
 from protocol.transport import m_identity, parse_identity, router
 
@@ -37,6 +37,8 @@ log = logging.getLogger("gmpsim.coordinator")
 AGENT_HELLO_TIMEOUT_S = 10.0
 RESEND_S = 0.05  # resend an unanswered WAKE / newosproc / watch this often
 LOG_FIRST_BAD, LOG_EVERY_BAD = 20, 1000  # a flood of bad frames is logged sparsely
+_SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's enum arithmetic costs µs per send
+TRUSTED_ENCODE = os.environ.get("GMPSIM_CHECK_OUTGOING", "") == ""  # tests set it: every frame checked
 
 M_TYPES = frozenset({"hello", "woken", "entersyscall", "exitsyscall", "entersyscallblock", "newproc",
                      "lockosthread", "unlockosthread", "gopark", "gosched", "goexit", "forked",
@@ -123,7 +125,10 @@ class Coordinator:
         self.next_beat = 0.0
         self.byes: dict[str, dict] = {}  # host -> what its agent left behind at shutdown
         self.host_lost: list[dict] = []
+        self.agent_spoke: dict[str, bool] = {}  # host -> its agent has sent us something since our welcome
         self.run_s = 0.0
+        self.trusted = TRUSTED_ENCODE
+        self.told_to_go: dict[bytes, float] = {}  # identity -> when it may be told to go again
         self.trace_file = trace_file
         self.stop_flag = stop_flag or (lambda: False)
         self.control = agents
@@ -170,15 +175,20 @@ class Coordinator:
 
     def raw_send(self, identity: bytes, frame: bytes) -> None:
         try:
-            self.sock.send_multipart([identity, frame])
+            self.sock.send(identity, _SNDMORE)
+            self.sock.send(frame)
         except zmq.ZMQError as e:
             log.warning("send to %r failed: %s", identity, e)
 
     def send(self, identity: bytes, t: str, **fields) -> bytes:
-        """Encode and send through the message faults; returns the frame (for resends)."""
+        """Encode and send through the message faults; returns the frame (for resends). Our own
+        messages are packed unchecked here (the hot path); the test suite validates every kind."""
         self.seq += 1
-        frame = encode(t, self.seq, 0, **fields)
-        self.inject.outbound(t, identity, frame)
+        frame = encode_trusted(t, self.seq, 0, fields) if self.trusted else encode(t, self.seq, 0, **fields)
+        if self.inject.plan.has_message_faults:
+            self.inject.outbound(t, identity, frame)
+        else:
+            self.raw_send(identity, frame)
         return frame
 
     def m_identity_of(self, mid: int) -> bytes:
@@ -267,6 +277,7 @@ class Coordinator:
         self.arm_sysmon()
 
     def welcome(self, host: str) -> None:
+        self.agent_spoke[host] = False
         self.raw_send(self.agent_ident[host], encode("welcome", self._seq(), 0, programs=self.sc.programs,
                                                    timescale=float(self.sc.timescale), config={}))
 
@@ -360,14 +371,18 @@ class Coordinator:
             self.bad_frame(ident, f"{t} is not an agent's message")
             return
         msg["_from"] = ident
-        for m in self.inject.inbound(msg):
-            self.handle_msg(m)
+        msg["_who"] = who
+        if self.inject.plan.has_message_faults:
+            for m in self.inject.inbound(msg):
+                self.handle_msg(m)
+        else:
+            self.handle_msg(msg)
 
     def handle_msg(self, msg: dict) -> None:
         if self.done:
             return
         ident = msg["_from"]
-        who = parse_identity(ident)
+        who = msg["_who"]
         peer = who if who[0] == "m" else ("agent", who[1])
         if who[0] == "m" and self.m_ident.get(who[1]) == ident:
             self.preempt_sent.pop(who[1], None)  # any sign of life, duplicates too (not a stale/forged epoch's)
@@ -390,7 +405,12 @@ class Coordinator:
         if mp is None or mp.virtual or mp.epoch != msg["epoch"]:
             # A dead, fenced or stale incarnation: refuse it and tell it to go.
             self.rec.refused += 1
-            self.raw_send(ident, encode("shutdown", self._seq(), 0))
+            now = time.monotonic()
+            if self.told_to_go.get(ident, 0.0) <= now:  # at most once a second per identity: a peer
+                if len(self.told_to_go) > 10_000:        # that never reads must not fill our queue
+                    self.told_to_go.clear()
+                self.told_to_go[ident] = now + 1.0
+                self.raw_send(ident, encode("shutdown", self._seq(), 0))
             return
         self.m_ident[mid] = ident
         self.preempt_sent.pop(mid, None)
@@ -421,6 +441,8 @@ class Coordinator:
     def from_agent(self, msg: dict, host: str) -> None:
         t = msg["t"]
         self.agent_seen[host] = time.monotonic()
+        if t != "agent_hello":
+            self.agent_spoke[host] = True
         if t == "heartbeat":
             return
         if t == "bye":
@@ -517,7 +539,12 @@ class Coordinator:
         host that was cut off rejoins as a fresh host (its Ms were fenced; its arena is empty)."""
         host = msg["host"]
         if self.agent_ident.get(host) == msg["_from"] and self.agent_up.get(host):
-            return  # a hello resent before our welcome reached it
+            if not self.agent_spoke.get(host):
+                return  # a hello resent before our welcome reached it
+            # Welcomed, and it has spoken since: it heard nothing from us for its timeout, ended its
+            # Ms and starts afresh before we cut it off (a partition just under our timeout). Its
+            # Ms are gone without a report: cut it off now, then take it back as a fresh host.
+            self.cut_off(host, "said hello again (it had cut itself off)")
         fresh = host not in self.sched.hosts
         self.agent_joined(msg, msg["_from"])
         self.welcome(host)
@@ -543,10 +570,14 @@ class Coordinator:
             self.next_beat = now + HEARTBEAT_S
         for host, up in list(self.agent_up.items()):
             if up and now - self.agent_seen.get(host, now) > HEARTBEAT_TIMEOUT_S:
-                self.agent_up[host] = False
-                log.warning("host %s silent for %.1fs: cut off, its Ms fenced", host, now - self.agent_seen[host])
-                self.host_lost.append({"host": host, "time_ms": self.go_ms()})
-                self.event({"t": "hostlost", "host": host}, None)
+                self.cut_off(host, f"silent for {now - self.agent_seen[host]:.1f}s")
+
+    def cut_off(self, host: str, why: str) -> None:
+        """No new M goes to the host; its Ms are fenced (their goroutines requeued, Ps handed off)."""
+        self.agent_up[host] = False
+        log.warning("host %s %s: cut off, its Ms fenced", host, why)
+        self.host_lost.append({"host": host, "time_ms": self.go_ms()})
+        self.event({"t": "hostlost", "host": host}, None)
 
     def signal_m(self, mp, sig: int) -> None:
         if mp.pid:

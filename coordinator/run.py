@@ -101,6 +101,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _ours(name: str) -> bool:
+    """A shared-memory name a run of ours may own (what an agent reports is not trusted blindly)."""
+    return name.startswith("gmpsim-") and "/" not in name and name not in (".", "..")
+
+
 def sweep(pids, shm_names) -> int:
     """The last line of "nothing left behind": an agent that could not clean up (killed, or stuck)
     leaves Ms and its arena; end those processes and unlink the segment. Returns what it swept."""
@@ -112,7 +117,7 @@ def sweep(pids, shm_names) -> int:
                 n += 1
             except ProcessLookupError:
                 pass
-    for name in shm_names:
+    for name in filter(_ours, shm_names):
         try:
             os.unlink(os.path.join("/dev/shm", name))
             n += 1
@@ -127,7 +132,7 @@ def sweep(pids, shm_names) -> int:
 def count_leaks(pids, shm_names) -> dict:
     """What a run left behind: live processes of it, and shared-memory segments of it."""
     procs = [p for p in pids if p and _alive(p)]
-    shm = [n for n in shm_names if os.path.exists(os.path.join("/dev/shm", n))]
+    shm = [n for n in shm_names if _ours(n) and os.path.exists(os.path.join("/dev/shm", n))]
     return {"processes": len(procs), "shm_segments": len(shm), "pids": procs, "segments": shm}
 
 
@@ -191,7 +196,8 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     try:
         with open(os.path.join(out_dir, "schedtrace.log"), "w") as trace:
             coord = Coordinator(sc, endpoint, ctx, trace, stop_flag=lambda: bool(interrupted),
-                                observers=[*observers, tracer], agents=agents if listen is None else None,
+                                observers=[*observers, *([tracer] if sc.trace else [])],
+                                agents=agents if listen is None else None,
                                 curve=curve, placement=placement)
             if listen:
                 log.info("listening on %s (%s); waiting for %d host agent(s)", listen,

@@ -54,6 +54,7 @@ class Scenario:
     faults: tuple[FaultSpec, ...] = ()   # [[faults]] tables, then --fault options
     lost_after_ms: float = 2000.0        # wall ms after which an M that does not answer is lost
     check_invariants: bool = True
+    trace: bool = True  # record trace.json (and so threads.png)
 
     @property
     def expect_fatal(self) -> str | None:
@@ -138,6 +139,7 @@ _FIELDS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "expect": (_expect, "ok"),
     "lost_after_ms": (_positive_number, 2000.0),
     "check_invariants": (_boolean, True),
+    "trace": (_boolean, True),
 }
 _KNOWN_KEYS = (*_FIELDS, "programs", "faults")
 

@@ -47,6 +47,9 @@ M_TID0 = 1000  # M id is tid 1000+id; tids are unique across the file, as Perfet
 COUNTERS = ("threads", "idlethreads", "spinningthreads", "runqueue", "idleprocs", "syscallprocs")
 
 _P_SYSCALL = -2  # a P's state key: -2 in a syscall, -1 idle, else its M's id
+# Events that move Ps no touched M asked for (retake, injectglist, a recovery): every P is rechecked.
+_ALL_PS_EVENTS = frozenset({"sysmon", "sysmon_wake", "timers", "mdead", "mexited", "hostlost", "hostjoin",
+                            "refork", "forkfail"})
 
 
 def us(ns: int) -> float | int:
@@ -170,23 +173,46 @@ class TraceRecorder(Observer):
         if (cur[0] if cur is not None else None) != name:
             self._set_slice(track, name, ts, args)
 
-    def _update_ps(self, sched, ts: int, touched: set[int]) -> int:
-        """Recompute every P's slice; returns the number of Ps in syscalls. An M that a P has just
-        moved to is added to `touched` (its state may have changed with the P)."""
-        nsys = 0
+    def _ps_to_check(self, sched, ev, touched: set[int]):
+        """The Ps whose slice may have changed in this step: after an M's own message, only the Ps
+        that M holds, is handed or left in a syscall, and those it held before; after sysmon, a
+        timer or a recovery (which move Ps no M asked for), all of them."""
+        if ev is None or ev.get("t") in _ALL_PS_EVENTS:
+            return sched.allp
+        ids = set()
+        for mid in touched:
+            ids.update(self.held.get(mid, ()))
+            mp = sched.allm.get(mid)
+            if mp is not None:
+                for p in (mp.p, mp.nextp, mp.oldp):
+                    if p is not None:
+                        ids.add(p.id)
+        allp = sched.allp
+        return [allp[i] for i in ids if i < len(allp)]
+
+    def _update_ps(self, sched, ts: int, touched: set[int], ps=None) -> int:
+        """Recompute the Ps' slices (all, or `ps`); keeps the count of Ps in syscalls. An M that a
+        P has just moved to is added to `touched` (its state may have changed with the P)."""
         pkey, powner = self.pkey, self.powner
-        for p in sched.allp:
+        for p in (sched.allp if ps is None else ps):
             i = p.id
             if p.status == _Psyscall:
                 key = _P_SYSCALL
-                nsys += 1
             elif p.m is not None:
                 key = p.m.id
             else:
                 key = -1
             if key != pkey[i]:
+                old = pkey[i]
+                if old >= 0:
+                    self.held.get(old, set()).discard(i)
+                if old == _P_SYSCALL:
+                    self.nsys -= 1
                 if key >= 0:
                     touched.add(key)
+                    self.held.setdefault(key, set()).add(i)
+                elif key == _P_SYSCALL:
+                    self.nsys += 1
                 track = (PS_PID, P_TID0 + i)
                 if key == _P_SYSCALL:
                     self._set_slice(track, "syscall", ts, {"m": powner[i]})
@@ -196,7 +222,7 @@ class TraceRecorder(Observer):
                 else:
                     self._set_slice(track, None, ts)
                 pkey[i] = key
-        return nsys
+        return self.nsys
 
     # --- Observer ------------------------------------------------------------------------------------
 
@@ -204,6 +230,8 @@ class TraceRecorder(Observer):
         for h in sched.hosts:
             self.host_pid.setdefault(h, HOST_PID0 + len(self.host_pid))
         self.pkey = [-1] * len(sched.allp)
+        self.held: dict[int, set[int]] = {}  # M id -> the Ps it held when last seen
+        self.nsys = 0
         self.powner = [-1] * len(sched.allp)
         self.meta.setdefault("gomaxprocs", sched.gomaxprocs)
         self._ts(go_ns)
@@ -249,7 +277,7 @@ class TraceRecorder(Observer):
                     self.instant(f"startm ({k[7:]})", ts, None, {"n": v - self.startm_by.get(k, 0)})
                     self.startm_by[k] = v
         touched = set(touched)
-        nsys = self._update_ps(sched, ts, touched)
+        nsys = self._update_ps(sched, ts, touched, self._ps_to_check(sched, ev, touched))
         for mid in touched:
             self._update_m(sched, mid, ts)
         c = (sched.mcount(), sched.nmidle, sched.nmspinning, sched.runqsize, sched.npidle, nsys)

@@ -7,6 +7,10 @@ import time
 
 import pytest
 
+# Every frame a coordinator of the tests sends is checked against the catalogue too (outside the
+# tests its hot replies are packed unchecked, for speed).
+os.environ.setdefault("GMPSIM_CHECK_OUTGOING", "1")
+
 SHM_DIR = "/dev/shm"
 
 

@@ -146,7 +146,8 @@ def test_scenarios_lists_every_builtin():
     r = gmpsim("scenarios")
     assert r.code == 0
     names = [line.split()[0] for line in r.stdout.splitlines()]
-    assert names == sorted(b[0] for b in BUILTINS)
+    chaos = ["fork-eagain", "kill-storm", "message-chaos", "stop-resume", "template-crash"]
+    assert names == sorted([b[0] for b in BUILTINS] + chaos + ["scale-out"])
 
 
 def test_version():
