@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -221,6 +222,48 @@ def test_partitioned_host_is_fenced_and_rejoins_fresh(lab, tmp_path, keys):
           f"agent {agent_noticed - cut:.2f} s after the link went down; rejoined {rejoined - healed:.2f} s "
           f"after the heal; fenced Ms {len(deaths)} ({'; '.join(whys)}), goroutines requeued {rep['goroutines']['requeued']}, "
           f"Ms on h2 after the rejoin {len(after)}; Ms per host {rep['ms']['per_host']}; wall {rep['wall_s']:.2f} s")
+
+
+@pytest.mark.timeout(60)
+def test_agent_that_gives_up_first_is_taken_back_fresh(lab, tmp_path, keys):
+    """The other order: h2's agent stops hearing the coordinator for its 3 s while the coordinator
+    still hears h2. The coordinator is stopped (SIGSTOP) for 2.9 s, h2's link going down for the last
+    0.4 s of it, so the heartbeat the coordinator sends as it resumes cannot reach h2; h2's own
+    heartbeats, sent before its link went down, wait in the coordinator's socket. The agent ends its
+    Ms and says hello again; the coordinator, which has not cut h2 off, must cut it off then and take
+    it back as a fresh host (not ignore the hello as a resend: h2 would stay unwelcomed, its Ms gone
+    without a word)."""
+    scenario = tmp_path / "partition.toml"
+    scenario.write_text(PARTITION_SCENARIO)
+    coord = start_coordinator(lab, tmp_path, str(scenario), 2, keys)
+    agents = {h: start_agent(lab, tmp_path, h, keys) for h in ("h1", "h2")}
+    h2 = lab.hosts["h2"]
+    wait_until(lambda: len(lab.pids(h2)) >= 3, 20, "Ms on h2")
+    os.kill(coord.pid, signal.SIGSTOP)
+    try:
+        time.sleep(2.5)
+        lab.partition(h2)
+        time.sleep(0.4)
+    finally:
+        os.kill(coord.pid, signal.SIGCONT)
+    time.sleep(0.4)
+    lab.heal(h2)
+    code = finish(coord, tmp_path, 40)
+    for a in agents.values():
+        assert finish(a, tmp_path, 10) == 0, said(a, tmp_path)
+    assert code == 0, said(coord, tmp_path) + said(agents["h2"], tmp_path)
+    rep = report_of(coord)
+    assert_ok(rep, coord)
+    assert "cut off from the coordinator" in (tmp_path / "agent-h2.stderr").read_text()
+    log = coord_log(coord)
+    cut = re.search(r"host h2 (said hello again|silent for [\d.]+s).*: cut off", log)
+    assert cut, log[-3000:]
+    assert "host h2 rejoined as a fresh host" in log, log[-3000:]
+    threads = {t["m"]: t for t in rep["threads"]}
+    assert rep["deaths"] and {threads[d["m"]]["host"] for d in rep["deaths"]} == {"h2"}
+    assert all(d["why"].startswith("lost:") for d in rep["deaths"])
+    print(f"\nh2 cut off by the coordinator: {cut[1]!r}; deaths {sorted({d['why'] for d in rep['deaths']})}; "
+          f"wall {rep['wall_s']:.2f} s")
 
 
 # --- c. peers without the right key never get in ------------------------------------------------------
