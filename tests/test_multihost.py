@@ -2,7 +2,8 @@
 namespace (tests/netlab.py), talking CURVE over TCP on a lab-only /24. A scenario runs across both
 hosts; a host cut off (its link down) for longer than the heartbeat timeout is fenced, its
 goroutines requeued, and it rejoins as a fresh host once healed; a peer without the right key never
-gets in. Needs root and iproute2 (skipped otherwise)."""
+gets in. Also the other order of a cut: the agent gives up before the coordinator does. Needs root
+and iproute2 (skipped otherwise). The whole file takes ~40 s."""
 from __future__ import annotations
 
 import json
@@ -27,27 +28,27 @@ GMPSIM = [sys.executable, "-m", "coordinator.cli"]
 
 # --- helpers ------------------------------------------------------------------------------------------
 
-def _logged(path, name: str):
-    return open(path / name, "w")
+def _start(lab, ns: str, argv: list[str], tmp_path, tag: str):
+    """argv in namespace ns, its stdout and stderr in tmp_path/<tag>.stdout|.stderr."""
+    with open(tmp_path / f"{tag}.stdout", "w") as out, open(tmp_path / f"{tag}.stderr", "w") as err:
+        p = lab.run(ns, argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    p.tag = tag
+    return p
 
 
-def start_coordinator(lab, tmp_path, scenario: str, hosts: int, keys, *extra: str, tag: str = "coord"):
-    out = tmp_path / f"{tag}-out"
+def start_coordinator(lab, tmp_path, scenario: str, hosts: int, keys, *extra: str):
+    out = tmp_path / "coord-out"
     argv = [*GMPSIM, "coordinator", "--listen", f"tcp://{lab.addr(lab.C)}:{PORT}", scenario,
             "--hosts", str(hosts), "--keys", str(keys), "--out", str(out), "--no-progress", *extra]
-    p = lab.run(lab.C, argv, stdout=_logged(tmp_path, f"{tag}.stdout"), stderr=_logged(tmp_path, f"{tag}.stderr"),
-                stdin=subprocess.DEVNULL)
-    p.out, p.tag = out, tag
+    p = _start(lab, lab.C, argv, tmp_path, "coord")
+    p.out = out
     return p
 
 
 def start_agent(lab, tmp_path, host: str, keys, name: str | None = None):
     name = name or host
     argv = [*GMPSIM, "agent", "--connect", f"tcp://{lab.addr(lab.C)}:{PORT}", "--name", name, "--keys", str(keys)]
-    p = lab.run(lab.hosts[host], argv, stdout=_logged(tmp_path, f"agent-{name}.stdout"),
-                stderr=_logged(tmp_path, f"agent-{name}.stderr"), stdin=subprocess.DEVNULL)
-    p.tag = f"agent-{name}"
-    return p
+    return _start(lab, lab.hosts[host], argv, tmp_path, f"agent-{name}")
 
 
 def finish(p, tmp_path, timeout: float) -> int:
@@ -145,8 +146,8 @@ def test_scenario_runs_across_two_hosts(lab, tmp_path, keys, placement):
 # Waves of goroutines that sleep, compute and block (entersyscallblock): timers fire through
 # injectglist and sysmon's M, whose new Ms go to the least-loaded host, so both hosts get Ms. Its
 # length is paced by main's sleeps (40 ms of Go time, ~10 s at timescale 250), not by sysmon's
-# retakes, which back off (as Go's do) while a cut-off host's Ms hold their Ps silently. A final
-# burst of 24 blocking goroutines needs new Ms after h2 has rejoined: some go to h2 (least-loaded).
+# retakes, which back off (as Go's do) while a cut-off host's Ms hold their Ps silently (steady
+# stretches from ~60 to ~180 ms of Go time that way).
 PARTITION_SCENARIO = """
 name = "partition"
 description = "waves of sleeping, computing and blocking goroutines on 4 Ps, ~10 s"
@@ -157,13 +158,10 @@ time_limit_s = 40.0
 expect = "ok"
 
 [programs.main]
-ops = [["repeat", 40, [["go", "worker", 6], ["sleep", 1000]]], ["wait"], ["go", "burst", 24], ["wait"]]
+ops = [["repeat", 40, [["go", "worker", 6], ["sleep", 1000]]], ["wait"]]
 
 [programs.worker]
 ops = [["sleep", 200], ["run", 100], ["syscallblock", 1500], ["run", 50]]
-
-[programs.burst]
-ops = [["sleep", 100], ["syscallblock", 2000], ["run", 50]]
 """
 
 
@@ -215,13 +213,13 @@ def test_partitioned_host_is_fenced_and_rejoins_fresh(lab, tmp_path, keys):
     assert agent_noticed is not None and 2.4 <= agent_noticed - cut < healed - cut, agent_said[-2000:]
     rejoined = log_time(log, r"host h2 rejoined as a fresh host")
     assert rejoined is not None and rejoined > healed, log[-3000:]
-    hosts_lines = [line for line in (coord.out / "schedtrace.log").read_text().splitlines() if line.startswith("HOSTS")]
-    assert "h2=" in hosts_lines[-1], "h2 is a host again at the end"
-    after = [t for t in threads.values() if t["host"] == "h2" and t["allocated_ms"] > fenced_at]
+    # h2 is a host again (schedtrace's HOSTS line lists the hosts new Ms may go to).
+    hosts_lines = [ln for ln in (coord.out / "schedtrace.log").read_text().splitlines() if ln.startswith("HOSTS")]
+    assert "h2=" in hosts_lines[-1], hosts_lines[-1]
     print(f"\nMs on h2 when cut: {ms_on_h2}; cut off by the coordinator {detected - cut:.2f} s and by the "
           f"agent {agent_noticed - cut:.2f} s after the link went down; rejoined {rejoined - healed:.2f} s "
-          f"after the heal; fenced Ms {len(deaths)} ({'; '.join(whys)}), goroutines requeued {rep['goroutines']['requeued']}, "
-          f"Ms on h2 after the rejoin {len(after)}; Ms per host {rep['ms']['per_host']}; wall {rep['wall_s']:.2f} s")
+          f"after the heal; fenced Ms {len(deaths)} ({'; '.join(whys)}), goroutines requeued "
+          f"{rep['goroutines']['requeued']}; Ms per host {rep['ms']['per_host']}; wall {rep['wall_s']:.2f} s")
 
 
 @pytest.mark.timeout(60)
