@@ -194,66 +194,82 @@ def coordinator_throughput(n_per_m: int, check: bool) -> dict:
             "events_per_s": round(events / report["run_s"]), "invariant_checks": check}
 
 
-class PssSampler:
-    """(d) An observer that, as the number of live Ms grows, reads the PSS of each (smaps_rollup)."""
+def _descendants(root: int) -> list[int]:
+    """Live processes below root (by /proc's ppid links), not zombies."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), ()):
+            out.append(c)
+            todo.append(c)
+    return out
 
-    def __init__(self, every_s: float = 1.0):
-        self.every_s = every_s
-        self.next = 0.0
-        self.best = {"live_ms": 0, "pss_kb_per_m": None}
 
-    def started(self, sched, go_ns, wall):
-        pass
-
-    def finished(self, sched, outcome, go_ns, wall):
-        pass
-
-    def after_step(self, sched, ev, effects, touched, go_ns, wall):
-        if wall < self.next:
-            return
-        self.next = wall + self.every_s
-        pids = [mp.pid for mp in sched.allm.values() if not mp.virtual and mp.started and mp.pid]
-        if len(pids) <= self.best["live_ms"]:
-            return
-        pss = []
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/smaps_rollup") as f:
-                    for line in f:
-                        if line.startswith("Pss:"):
-                            pss.append(int(line.split()[1]))
-                            break
-            except OSError:
-                pass
-        if pss:
-            self.best = {"live_ms": len(pss), "pss_kb_per_m": round(sum(pss) / len(pss))}
+def _pss_kb(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def scale(n: int) -> dict:
-    """(d) The most live Ms a scale-out run holds, and the PSS per M at that point."""
-    from .run import run_scenario
-    from .scenario import load
+    """(d) The most live Ms a scale-out run (`gmpsim run scale-out`, its own process) holds, and the
+    PSS per M at that point, sampled from outside every second (the agent is not counted)."""
+    import subprocess
     syscall_us = 300_000 if n > 500 else 60_000
-    sc = load("scale-out", [f'programs.main.ops=[["go","blocker",{n}],["wait"]]',
-                            f'programs.blocker.ops=[["run",20],["syscall",{syscall_us}],["run",20]]',
-                            "check_invariants=false" if n > 500 else "check_invariants=true"])
-    sampler = PssSampler()
+    best = {"live_ms": 0, "pss_kb_per_m": None}
     with tempfile.TemporaryDirectory(prefix="gmpsim-bench-") as d:
-        report, out = run_scenario(sc, d, [sampler])
-    return {"goroutines": n, "outcome": out.outcome, "ms_created": report["ms"]["created"],
-            "peak_threads": report["ms"]["peak"], "live_ms_sampled": sampler.best["live_ms"],
-            "pss_kb_per_m": sampler.best["pss_kb_per_m"], "leaks": report["leaks"], "wall_s": report["wall_s"]}
+        p = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "run", "scale-out", "--out", d, "--no-progress",
+                              "--set", f'programs.main.ops=[["go","blocker",{n}],["wait"]]',
+                              "--set", f'programs.blocker.ops=[["run",20],["syscall",{syscall_us}],["run",20]]',
+                              "--set", f"check_invariants={'false' if n > 500 else 'true'}",
+                              "--set", f"trace={'false' if n > 500 else 'true'}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while p.poll() is None:
+            time.sleep(1.0)
+            procs = _descendants(p.pid)
+            if len(procs) - 1 <= best["live_ms"]:
+                continue
+            agent = min(procs, default=None)  # the agent is the run's first child
+            pss = [x for x in (_pss_kb(q) for q in procs if q != agent) if x is not None]
+            if len(pss) > best["live_ms"]:
+                best = {"live_ms": len(pss), "pss_kb_per_m": round(sum(pss) / len(pss))}
+        with open(os.path.join(d, "report.json")) as f:
+            report = json.load(f)
+    return {"goroutines": n, "outcome": report["outcome"], "ms_created": report["ms"]["created"],
+            "peak_threads": report["ms"]["peak"], "live_ms_sampled": best["live_ms"],
+            "pss_kb_per_m": best["pss_kb_per_m"], "leaks": report["leaks"], "wall_s": report["wall_s"]}
+
+
+def gmpsim_run(scenario: str, *args: str) -> dict:
+    """`gmpsim run SCENARIO` in a process of its own; its report."""
+    import subprocess
+    with tempfile.TemporaryDirectory(prefix="gmpsim-bench-") as d:
+        subprocess.run([sys.executable, "-m", "coordinator.cli", "run", scenario, "--out", d, "--no-progress", *args],
+                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(os.path.join(d, "report.json")) as f:
+            return json.load(f)
 
 
 def run_bench(quick: bool) -> dict:
     """Floors, a real syscall-storm run, floors again; then the ratios."""
-    from .run import run_scenario
-    from .scenario import load
     n_fork, n_wake, n_mp = (40, 200, 5) if quick else (200, 1000, 20)
     fork, wake = fork_floor(n_fork // 2), wake_floor(n_wake // 2)
-    with tempfile.TemporaryDirectory(prefix="gmpsim-bench-") as d:
-        sc = load("syscall-storm", [] if not quick else [])
-        report, _ = run_scenario(sc, d)
+    report = gmpsim_run("syscall-storm")  # as a user runs it: its own process, its own agent
     fork += fork_floor(n_fork // 2)
     wake += wake_floor(n_wake // 2)
     forkserver = mp_floor("forkserver", n_mp)

@@ -88,6 +88,11 @@ def _setup_logging(path: str):
 
 def _teardown_logging(root) -> None:
     for h in list(root.handlers):
+        q = getattr(h, "queue", None)
+        if q is not None and hasattr(q, "cancel_join_thread"):
+            # If a child died holding the queue's shared write lock, our feeder can never write
+            # again; exiting must not wait for it (the rest of the log is lost, not the run).
+            q.cancel_join_thread()
         root.removeHandler(h)
         h.close()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import resource
 import select
 import signal
 import time
@@ -59,6 +60,7 @@ def child_after_fork() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _close_inherited_fds()
     for h in logging.getLogger().handlers:  # handler filters see records of every logger
         h.addFilter(_reset_log_queue_once)
 
@@ -105,8 +107,46 @@ def fork_m(cfg: HostConfig, spec: dict) -> int:
             log.exception("M%d died", spec["m"])
             code = 70
         finally:
+            _flush_logs()
             os._exit(code)
     return pid
+
+
+def _log_queues() -> list:
+    """The multiprocessing queues of the log handlers this process inherited (multiprocessing-logging)."""
+    return [h.queue for h in logging.getLogger().handlers if hasattr(getattr(h, "queue", None), "join_thread")]
+
+
+def _flush_logs() -> None:
+    """Before os._exit: let the log queue's feeder thread finish. It holds the queue's write lock,
+    shared by every process of the run, while it writes; exiting under it would leave that lock
+    taken for good and stop everyone's logging (the coordinator's too)."""
+    for q in _log_queues():
+        if getattr(q, "_thread", None) is not None and q._thread.is_alive():
+            q.close()
+            q.join_thread()
+
+
+def _close_inherited_fds() -> None:
+    """An M inherits every descriptor of its forker: the agent's pidfds (one per M of the host, so
+    thousands), its ZeroMQ sockets (whose connections would then outlive it), an M's guard pidfd.
+    Keep stdin/out/err and the log queue's pipe; the g0 arena is a mapping, not a descriptor."""
+    keep = {0, 1, 2}
+    for q in _log_queues():
+        for conn in (getattr(q, "_reader", None), getattr(q, "_writer", None)):
+            try:
+                keep.add(conn.fileno())
+            except (AttributeError, OSError, ValueError):
+                pass
+    low = 3
+    for fd in sorted(keep | {1 << 20}):
+        if fd >= low:
+            os.closerange(low, min(fd, _max_fd()))
+            low = fd + 1
+
+
+def _max_fd() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class WorkerM:
@@ -159,7 +199,7 @@ class WorkerM:
         return self._note(msg)
 
     def check_guardian(self) -> None:
-        if select.select([self.guard_fd], [], [], 0)[0]:
+        if self.guard_poll.poll(0):  # poll, not select: the pidfd may be numbered above FD_SETSIZE
             raise SystemExit(3)  # the coordinator is gone: nobody will ever wake or need us
 
     def _note(self, msg: dict) -> dict | None:
@@ -208,6 +248,8 @@ class WorkerM:
         self.sock = dealer(self.ctx, self.cfg.endpoint, m_identity(self.id, self.epoch), curve=self.cfg.curve)
         self.sock.setsockopt(zmq.RCVTIMEO, GUARD_CHECK_MS)
         self.guard_fd = os.pidfd_open(self.cfg.guardian_pid)
+        self.guard_poll = select.poll()
+        self.guard_poll.register(self.guard_fd, select.POLLIN)
         with self.g0.mstart_frame():
             with self.g0.systemstack("runtime.mstart1"):
                 reply = self.call("hello", pid=os.getpid(), host=self.cfg.host, started=started,
