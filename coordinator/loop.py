@@ -127,6 +127,7 @@ class Coordinator:
         self.host_lost: list[dict] = []
         self.agent_spoke: dict[str, bool] = {}  # host -> its agent has sent us something since our welcome
         self.run_s = 0.0
+        self.idle_s = 0.0
         self.trusted = TRUSTED_ENCODE
         self.told_to_go: dict[bytes, float] = {}  # identity -> when it may be told to go again
         self.trace_file = trace_file
@@ -294,6 +295,7 @@ class Coordinator:
             self.run_s = time.monotonic() - self.t0  # the run itself, without start-up and shutdown
 
     def _run(self, time_limit_s: float) -> Outcome:
+        self.idle_s = 0.0  # time spent waiting in poll: the rest of run_s is the loop's own work
         deadline = self.t0 + time_limit_s
         while not self.done:
             now = time.monotonic()
@@ -309,6 +311,7 @@ class Coordinator:
             # CPU the Ms need); a timer may fire up to 1 ms late, as sysmon's usleep may.
             timeout_ms = math.ceil(max(0.0, (wake - now) * 1000))
             events = dict(self.poller.poll(timeout_ms))
+            self.idle_s += time.monotonic() - now
             if self.sock in events:
                 # Drain what is there: each message is one event.
                 while not self.done and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:

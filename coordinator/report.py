@@ -64,6 +64,7 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
         "threads": sorted(rec.threads.values(), key=lambda t: t["m"]) if rec else [],
         "wall_s": round(wall_s, 3),
         "run_s": round(coord.run_s, 3) if coord is not None else 0.0,
+        "busy_s": round(coord.run_s - coord.idle_s, 3) if coord is not None else 0.0,
     }
 
 
