@@ -24,6 +24,8 @@ import zmq
 
 from protocol.transport import make_rundir
 
+from .procfs import descendants, pss_kb
+
 HELLO = b"hello"
 
 
@@ -196,38 +198,6 @@ def coordinator_throughput(n_per_m: int, check: bool) -> dict:
             "invariant_checks": check}
 
 
-def _descendants(root: int) -> list[int]:
-    """Live processes below root (by /proc's ppid links), not zombies."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(name))
-    out, todo = [], [root]
-    while todo:
-        for c in children.get(todo.pop(), ()):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _pss_kb(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def scale(n: int) -> dict:
     """(d) The most live Ms a scale-out run (`gmpsim run scale-out`, its own process) holds, and the
     PSS per M at that point, sampled from outside every second (the agent is not counted)."""
@@ -243,11 +213,11 @@ def scale(n: int) -> dict:
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while p.poll() is None:
             time.sleep(1.0)
-            procs = _descendants(p.pid)
+            procs = descendants(p.pid)
             if len(procs) - 1 <= best["live_ms"]:
                 continue
             agent = min(procs, default=None)  # the agent is the run's first child
-            pss = [x for x in (_pss_kb(q) for q in procs if q != agent) if x is not None]
+            pss = [x for x in (pss_kb(q) for q in procs if q != agent) if x is not None]
             if len(pss) > best["live_ms"]:
                 best = {"live_ms": len(pss), "pss_kb_per_m": round(sum(pss) / len(pss))}
         with open(os.path.join(d, "report.json")) as f:

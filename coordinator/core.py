@@ -13,10 +13,9 @@ import random
 from protocol.throw import Throw
 
 from . import effects as fx
-from .checkdead import checkdead
 from .lockosthread import LockOSThread, UnlockOSThread, goexit0
 from .mdead import mdead, reforkm
-from .proc import addhost, allocm, drophost, newosproc_failed
+from .proc import addhost, allocm, drophost, newosproc_failed, newsysm
 from .runq import runqput
 from .sched import (_Gdead, _Grunning, _Gsyscall, _Prunning, G, M, P, Sched, waitReasonSelectNoCases,
                     waitReasonSemacquire, waitReasonSleep)
@@ -59,11 +58,7 @@ def schedinit(gomaxprocs: int, programs: dict, hosts: dict[str, int], maxmcount:
     sched.allgs.append(main)
     sched.stats["goroutines_created"] += 1
     runqput(sched, p0, main, True)
-    sysmonm = allocm(sched, "sysmon", -1, sched.hosts[0], virtual=True)
-    sysmonm.started = True
-    sched.sysmonm = sysmonm
-    sched.nmsys += 1  # sysmon: lock; nmsys++; checkdead(); unlock
-    checkdead(sched)
+    sched.sysmonm = newsysm(sched, "sysmon")  # runtime.main: newm(sysmon, nil, -1)
     sched.mainStarted = True
     sched.lasttrace = -schedtrace_ms * 1_000_000  # Go's lasttrace starts at 0 against a large nanotime
     sched.stats["ms_created"] += 1

@@ -57,9 +57,9 @@ def marks(doc: dict) -> list[tuple[float, str]]:
 
 def plot_run(run_dir: str, out: str | None = None) -> str:
     """Draw run_dir/trace.json's counters into run_dir/threads.png (or `out`); returns the path."""
+    doc = load_trace(run_dir)  # a bad run directory is the first thing to say
     if not have_matplotlib():
         raise PlotError("matplotlib is not installed (pip install 'gmpsim[plot]')")
-    doc = load_trace(run_dir)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

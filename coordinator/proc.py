@@ -179,13 +179,21 @@ def startTemplateThread(sched: Sched) -> None:
     if nh.haveTemplateThread != 0:
         return
     nh.haveTemplateThread = 1
-    mp = allocm(sched, "templateThread", -1, sched.hosts[0], virtual=True)
+    mp = newsysm(sched, "templateThread")
     sched.templatem = mp
-    mp.started = True
-    sched.nmsys += 1  # templateThread: lock; nmsys++; checkdead(); unlock
-    checkdead(sched)
     nh.waiting = True
     mp.blocked = True  # it waits in notesleep(&newmHandoff.wake): scheddetail shows blocked=true
+
+
+def newsysm(sched: Sched, fn: str) -> M:
+    """Go's newm(fn, nil, -1) for sysmon and the template thread, and their first lines (lock;
+    sched.nmsys++; checkdead(); unlock). Here both Ms are virtual: the coordinator's timer and the
+    host agent are their threads, so nothing is forked and they count as started at once."""
+    mp = allocm(sched, fn, -1, sched.hosts[0], virtual=True)
+    mp.started = True
+    sched.nmsys += 1
+    checkdead(sched)
+    return mp
 
 
 def templateThread(sched: Sched) -> None:

@@ -22,6 +22,8 @@ import zmq
 
 from protocol.transport import make_rundir, rundir_endpoint
 
+from .procfs import alive
+
 
 log = logging.getLogger("gmpsim.run")
 
@@ -97,15 +99,6 @@ def _teardown_logging(root) -> None:
         h.close()
 
 
-def _alive(pid: int) -> bool:
-    """Is pid a live process (not a zombie)?"""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
 def _ours(name: str) -> bool:
     """A shared-memory name a run of ours may own (what an agent reports is not trusted blindly)."""
     return name.startswith("gmpsim-") and "/" not in name and name not in (".", "..")
@@ -116,7 +109,7 @@ def sweep(pids, shm_names) -> int:
     leaves Ms and its arena; end those processes and unlink the segment. Returns what it swept."""
     n = 0
     for pid in pids:
-        if pid and _alive(pid):
+        if pid and alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
                 n += 1
@@ -129,14 +122,14 @@ def sweep(pids, shm_names) -> int:
         except FileNotFoundError:
             pass
     deadline = time.monotonic() + 2.0
-    while any(p and _alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(p and alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.01)
     return n
 
 
 def count_leaks(pids, shm_names) -> dict:
     """What a run left behind: live processes of it, and shared-memory segments of it."""
-    procs = [p for p in pids if p and _alive(p)]
+    procs = [p for p in pids if p and alive(p)]
     shm = [n for n in shm_names if _ours(n) and os.path.exists(os.path.join("/dev/shm", n))]
     return {"processes": len(procs), "shm_segments": len(shm), "pids": procs, "segments": shm}
 

@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from coordinator.procfs import processes
+
 # Every frame a coordinator of the tests sends is checked against the catalogue too (outside the
 # tests its hot replies are packed unchecked, for speed).
 os.environ.setdefault("GMPSIM_CHECK_OUTGOING", "1")
@@ -17,19 +19,8 @@ SHM_DIR = "/dev/shm"
 def _our_processes() -> set[int]:
     """Live (non-zombie) processes of pytest's process group other than pytest itself: every agent
     and M a test starts is forked from pytest or from a CLI it runs, and none leaves the group."""
-    me, pgid, found = os.getpid(), os.getpgid(0), set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, this_pgid = fields[0], int(fields[2])
-        if this_pgid == pgid and state != "Z":
-            found.add(int(name))
-    return found
+    me, pgid = os.getpid(), os.getpgid(0)
+    return {p for p, (state, _, pgrp) in processes().items() if pgrp == pgid and state != "Z" and p != me}
 
 
 def _our_segments() -> set[str]:

@@ -32,6 +32,8 @@ import time
 
 import pytest
 
+from coordinator.procfs import alive
+
 HOSTS = ("h1", "h2")
 IFACE = "eth0"  # the lab end of each veth, in every non-bridge namespace
 _NAME = re.compile(r"^gm(\d+)-(br|c|h\d+)$")
@@ -42,20 +44,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and p.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: exit {p.returncode}: {p.stderr.strip()}")
     return p
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def list_namespaces() -> list[str]:
@@ -96,7 +84,7 @@ def _empty_and_delete(names: list[str]) -> list[str]:
     deadline = time.monotonic() + 3.0
     shm: set[str] = set()
     while True:
-        pids = [pid for ns in names for pid in ns_pids(ns) if _alive(pid)]
+        pids = [pid for ns in names for pid in ns_pids(ns) if alive(pid)]
         if not pids or time.monotonic() > deadline:
             break
         for pid in pids:
@@ -115,7 +103,7 @@ def clean_stale() -> list[str]:
     running now is a leftover). Returns what it deleted."""
     me = os.getpid()
     stale = [ns for ns in list_namespaces()
-             if (m := _NAME.match(ns)) and (int(m[1]) == me or not _alive(int(m[1])))]
+             if (m := _NAME.match(ns)) and (int(m[1]) == me or not alive(int(m[1])))]
     if stale:
         _empty_and_delete(stale)
     return stale
@@ -188,7 +176,7 @@ class NetLab:
 
     def pids(self, ns: str) -> list[int]:
         """Live processes inside ns."""
-        return [p for p in ns_pids(ns) if _alive(p)]
+        return [p for p in ns_pids(ns) if alive(p)]
 
     # --- teardown -----------------------------------------------------------------------------------
 

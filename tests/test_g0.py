@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from coordinator.procfs import children
+
 from protocol.throw import Throw
 from worker.g0 import (
     FN_NAME_SIZE,
@@ -36,19 +38,7 @@ def _test_prefix() -> str:
 
 
 def _children() -> list[int]:
-    """Pids whose parent is this process (from /proc: waitpid cannot see running ones)."""
-    me, out = os.getpid(), []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(b")") + 2:].split()[1]) == me:
-            out.append(int(entry))
-    return out
+    return children(os.getpid())
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,8 @@ import time
 import pytest
 import zmq
 
+from coordinator.procfs import children
+
 from worker.reaper import (
     PidWatch,
     is_child_subreaper,
@@ -19,19 +21,7 @@ from worker.reaper import (
 
 
 def _children() -> list[int]:
-    """Pids whose parent is this process (from /proc: waitpid cannot see running ones)."""
-    me, out = os.getpid(), []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(b")") + 2:].split()[1]) == me:
-            out.append(int(entry))
-    return out
+    return children(os.getpid())
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ import msgpack
 import pytest
 import zmq
 
+from coordinator.procfs import descendants, processes, stat
 from protocol import messages as pm
 from protocol.codec import MAX_FRAME_BYTES
 
@@ -376,12 +377,8 @@ def test_fuzzed_frames_do_not_change_the_run(tmp_path):
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
     """(state, ppid, pgid) of a process, None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1]), int(fields[2])
+    fields = stat(pid)
+    return None if fields is None else (fields[0], int(fields[1]), int(fields[2]))
 
 
 def _describe(pid: int) -> str:
@@ -397,31 +394,12 @@ def _describe(pid: int) -> str:
 
 def _group_processes() -> set[int]:
     """Live processes of pytest's process group other than pytest (as conftest counts them)."""
-    me, pgid, found = os.getpid(), os.getpgid(0), set()
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != me:
-            st = _stat(int(name))
-            if st is not None and st[2] == pgid and st[0] != "Z":
-                found.add(int(name))
-    return found
+    me, pgid = os.getpid(), os.getpgid(0)
+    return {p for p, (state, _, pgrp) in processes().items() if pgrp == pgid and state != "Z" and p != me}
 
 
 def _descendants(root: int) -> set[int]:
-    parent = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(int(name))
-            if st is not None:
-                parent[int(name)] = st[1]
-    out = set()
-    for pid in parent:
-        p, seen = pid, 0
-        while p in parent and p > 1 and seen < 64:
-            if parent[p] == root:
-                out.add(pid)
-                break
-            p, seen = parent[p], seen + 1
-    return out
+    return set(descendants(root))
 
 
 def test_coordinator_killed_leaves_nothing_behind(tmp_path):
