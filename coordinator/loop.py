@@ -532,7 +532,7 @@ class Coordinator:
             rec["recovery"] = f"agent restarted (pid {pid}), arena adopted"
         # Fork orders the dead agent may or may not have carried out: a new incarnation of each.
         for key in [k for k in self.delivery.pending if k[0] == "fork"]:
-            p = self.delivery.done(key)
+            self.delivery.done(key)
             mp = self.sched.allm.get(key[1])
             if mp is not None and not mp.started and mp.epoch == key[2]:
                 self.event({"t": "refork", "m": key[1], "cepoch": key[2]}, None)

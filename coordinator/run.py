@@ -147,8 +147,9 @@ def remote_leaks(coord) -> dict:
 
 
 def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, hosts: int = 1,
-                 keys: str | None = None, placement: str = "least-loaded") -> tuple[dict, "Outcome"]:
-    """Run scenario `sc`, writing report.json, schedtrace.log, gmpsim.log and trace.json into out_dir
+                 keys: str | None = None, placement: str = "least-loaded") -> tuple[dict, object]:
+    """Run scenario `sc`, writing report.json, schedtrace.log, gmpsim.log and trace.json into out_dir;
+    returns the report and the loop's Outcome
     (and threads.png when matplotlib is installed). `observers` (loop.Observer) watch every step:
     live progress, metrics... (trace.json's recorder is one of them).
 

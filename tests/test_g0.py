@@ -3,7 +3,6 @@
 import contextlib
 import itertools
 import os
-import select
 import signal
 import struct
 import time
@@ -11,6 +10,7 @@ import time
 import pytest
 
 from coordinator.procfs import children
+from tests.forking import fork_child, read_answer, wait_exit
 
 from protocol.throw import Throw
 from worker.g0 import (
@@ -63,36 +63,6 @@ def arena():
     yield a
     a.close()
     a.unlink()
-
-
-def _fork(body) -> int:
-    """Run body() in a forked child that always leaves through os._exit."""
-    pid = os.fork()
-    if pid == 0:
-        code = 70
-        try:
-            code = body() or 0
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _read(fd: int, timeout: float = 5.0) -> bytes:
-    ready, _, _ = select.select([fd], [], [], timeout)
-    assert ready, "child did not answer in time"
-    return os.read(fd, 4096)
-
-
-def _wait_exit(pid: int) -> int:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        got, status = os.waitpid(pid, os.WNOHANG)
-        if got:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.002)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail(f"child {pid} did not exit")
 
 
 # --------------------------------------------------------------------------- constants, names
@@ -302,16 +272,16 @@ def test_forked_m_frames_are_read_by_parent_while_alive_and_after_death(arena):
                     os.write(ready_w, b"x")
                     os.read(block_r, 1)  # blocks until killed
 
-    pid = _fork(m_process)
+    pid = fork_child(m_process)
     try:
         os.close(ready_w)
-        assert _read(ready_r) == b"x"
+        assert read_answer(ready_r) == b"x"
         alive = read_frames(arena, 2)
         assert [(f["fn"], f["goid"], f["live"]) for f in alive] == [
             ("runtime.mstart", -1, True), ("runtime.schedule", 11, True), ("runtime.newm", 11, True)]
         assert all(t0 <= f["time"] <= time.monotonic() for f in alive)
         os.kill(pid, signal.SIGKILL)
-        assert _wait_exit(pid) == -signal.SIGKILL
+        assert wait_exit(pid) == -signal.SIGKILL
         with Arena.attach(arena.name) as post_mortem:
             assert read_frames(post_mortem, 2) == alive
             for other in (0, 1, 3):
@@ -337,8 +307,8 @@ def test_m_dying_of_a_throw_leaves_its_chain_behind(arena):
             return 2 if throw.message == "morestack on g0" else 3
         return 4
 
-    pid = _fork(m_process)
-    assert _wait_exit(pid) == 2
+    pid = fork_child(m_process)
+    assert wait_exit(pid) == 2
     dump = read_frames(arena, 1)
     fits = (G0_STACK_SIZE - STACK_GUARD) // FRAME_SIZE
     assert len(dump) == fits

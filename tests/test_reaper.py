@@ -2,7 +2,6 @@
 
 import json
 import os
-import select
 import signal
 import time
 
@@ -10,6 +9,7 @@ import pytest
 import zmq
 
 from coordinator.procfs import children
+from tests.forking import fork_child, read_answer, wait_exit
 
 from worker.reaper import (
     PidWatch,
@@ -34,36 +34,6 @@ def no_children_left():
     assert children == [], f"child processes left behind: {children}"
 
 
-def _fork(body) -> int:
-    """Run body() in a forked child that always leaves through os._exit."""
-    pid = os.fork()
-    if pid == 0:
-        code = 70
-        try:
-            code = body() or 0
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _read(fd: int, timeout: float = 5.0) -> bytes:
-    ready, _, _ = select.select([fd], [], [], timeout)
-    assert ready, "process did not answer in time"
-    return os.read(fd, 65536)
-
-
-def _wait_exit(pid: int, timeout: float = 5.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got, status = os.waitpid(pid, os.WNOHANG)
-        if got:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.002)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail(f"process {pid} did not exit")
-
-
 def _m_with_child(child_body):
     """Fork an "M" (SIGCHLD ignored, as Ms do) that forks a child running child_body and
     reports that grandchild's pid; the M then waits for a byte and exits.
@@ -73,14 +43,14 @@ def _m_with_child(child_body):
 
     def m_process():
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-        gc = _fork(child_body)
+        gc = fork_child(child_body)
         os.write(report_w, str(gc).encode())
         os.read(release_r, 1)
 
-    m_pid = _fork(m_process)
+    m_pid = fork_child(m_process)
     os.close(report_w)
     os.close(release_r)
-    gc_pid = int(_read(report_r))
+    gc_pid = int(read_answer(report_r))
     os.close(report_r)
     return m_pid, gc_pid, release_w
 
@@ -88,7 +58,7 @@ def _m_with_child(child_body):
 def _release(m_pid: int, release_w: int) -> None:
     os.write(release_w, b"x")
     os.close(release_w)
-    assert _wait_exit(m_pid) == 0
+    assert wait_exit(m_pid) == 0
 
 
 # --------------------------------------------------------------------------- subreaper
@@ -112,12 +82,12 @@ def test_subreaper_adopts_and_reaps_an_orphaned_grandchild():
             return 5
 
         def m_process():
-            _fork(grandchild)
+            fork_child(grandchild)
             return 0  # dies right away, orphaning the grandchild
 
-        m_pid = _fork(m_process)
+        m_pid = fork_child(m_process)
         m_status = os.waitstatus_to_exitcode(os.waitpid(m_pid, 0)[1])
-        adopted_by = int(_read(note_r))
+        adopted_by = int(read_answer(note_r))
         with PidWatch() as watch:
             gc_pid = [p for p in _children() if p != m_pid]
             if gc_pid:  # it may already be a zombie; a pidfd is readable then too
@@ -129,11 +99,11 @@ def test_subreaper_adopts_and_reaps_an_orphaned_grandchild():
             "adopted_by": adopted_by, "reaped": reaped, "left": reap(),
         }).encode())
 
-    helper = _fork(agent)
+    helper = fork_child(agent)
     os.close(out_w)
-    result = json.loads(_read(out_r))
+    result = json.loads(read_answer(out_r))
     os.close(out_r)
-    assert _wait_exit(helper) == 0
+    assert wait_exit(helper) == 0
     assert result["subreaper"] is True
     assert result["m_status"] == 0
     assert result["adopted_by"] == result["agent"]
@@ -175,8 +145,8 @@ def test_pidwatch_notices_the_exit_of_a_non_child_through_a_zmq_poller():
 
 
 def test_pidwatch_reports_a_process_gone_before_add_at_once():
-    pid = _fork(lambda: 0)
-    assert _wait_exit(pid) == 0
+    pid = fork_child(lambda: 0)
+    assert wait_exit(pid) == 0
     with PidWatch() as watch:
         watch.add("gone", pid)
         assert watch.fds() == []
@@ -190,7 +160,7 @@ def test_pidwatch_reports_a_process_gone_before_add_at_once():
 
 def test_pidwatch_remove_and_close_release_fds():
     r, w = os.pipe()
-    pid = _fork(lambda: os.read(r, 1) and 0)
+    pid = fork_child(lambda: os.read(r, 1) and 0)
     try:
         watch = PidWatch()
         watch.add("a", pid)
@@ -207,7 +177,7 @@ def test_pidwatch_remove_and_close_release_fds():
         os.write(w, b"x")
         os.close(r)
         os.close(w)
-        assert _wait_exit(pid) == 0
+        assert wait_exit(pid) == 0
 
 
 # --------------------------------------------------------------------------- reap, kill_and_wait
@@ -215,8 +185,8 @@ def test_pidwatch_remove_and_close_release_fds():
 
 def test_reap_returns_exit_codes_and_signals():
     r, w = os.pipe()
-    exits = _fork(lambda: 7)
-    killed = _fork(lambda: os.read(r, 1) and 0)
+    exits = fork_child(lambda: 7)
+    killed = fork_child(lambda: os.read(r, 1) and 0)
     try:
         os.kill(killed, signal.SIGKILL)
         with PidWatch() as watch:
@@ -246,13 +216,13 @@ def test_kill_and_wait_terms_then_kills_children_and_non_children():
         while True:
             time.sleep(1)
 
-    stubborn_pid = _fork(stubborn)
-    polite_pid = _fork(polite)
+    stubborn_pid = fork_child(stubborn)
+    polite_pid = fork_child(polite)
     m_pid, gc_pid, release_w = _m_with_child(stubborn)
     try:
         got = b""
         while len(got) < 3:
-            got += _read(ready_r)
+            got += read_answer(ready_r)
         start = time.monotonic()
         assert kill_and_wait([stubborn_pid, polite_pid, gc_pid, polite_pid], timeout=0.2) == []
         assert 0.15 < time.monotonic() - start < 2.0  # SIGKILL came after the SIGTERM timeout
@@ -266,8 +236,8 @@ def test_kill_and_wait_terms_then_kills_children_and_non_children():
 
 
 def test_kill_and_wait_of_nothing_and_of_the_dead():
-    pid = _fork(lambda: 0)
-    assert _wait_exit(pid) == 0
+    pid = fork_child(lambda: 0)
+    assert wait_exit(pid) == 0
     assert kill_and_wait([], timeout=0.1) == []
     assert kill_and_wait([pid], timeout=0.1) == []
     with pytest.raises(ValueError):

@@ -3,7 +3,6 @@ memory, through the real `gmpsim` command. Sizes are small; the leak fixture (co
 every run leaves no process and no shared-memory segment."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
