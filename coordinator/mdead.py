@@ -17,7 +17,7 @@ from .sched import _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall, M, Sched
 
 
 def describe_m(mp: M) -> str:
-    """What the M was doing, for the post-mortem."""
+    """What the M was doing, for the post-mortem (like the state a Go crash dump shows per thread)."""
     if not mp.started:
         return "starting (forked, no mstart yet)"
     if mp.blocked:
@@ -35,7 +35,7 @@ def describe_m(mp: M) -> str:
 
 
 def mdead(sched: Sched, mp: M, gone: bool) -> dict:
-    """The M is dead (gone=True: its process is gone) or fenced (gone=False: it may still run; it is
+    """Not in Go (see the module doc): the M is dead (gone=True: its process is gone) or fenced (gone=False: it may still run; it is
     told to exit and its messages are refused). Returns what was recovered, for the report."""
     doing = describe_m(mp)
     # Its own records first: it no longer counts in mcount(), so an M started for its P below is

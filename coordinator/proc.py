@@ -95,7 +95,7 @@ def placehost(sched: Sched) -> str:
 
 
 def addhost(sched: Sched, host: str, nslots: int) -> None:
-    """A host (agent) joins, or rejoins after it was cut off: all of its g0 slots are free. Ms of
+    """Not in Go (one machine there): a host (agent) joins, or rejoins after it was cut off: all of its g0 slots are free. Ms of
     an earlier incarnation of it that still wait on freem will never free their slots there."""
     for mp in sched.freem:
         if mp.host == host:
@@ -107,7 +107,7 @@ def addhost(sched: Sched, host: str, nslots: int) -> None:
 
 
 def drophost(sched: Sched, host: str) -> list[M]:
-    """A host is cut off: no new M goes there. Returns its Ms (the shell fences them)."""
+    """Not in Go: a host is cut off; no new M goes there. Returns its Ms (the shell fences them)."""
     if host in sched.hosts:
         sched.hosts.remove(host)
     sched.stackfree_slots.pop(host, None)
