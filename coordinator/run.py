@@ -54,9 +54,6 @@ class LocalAgents:
         self.procs.setdefault(host, []).append(p)
         return p.pid
 
-    def pid(self, host: str) -> int:
-        return self.procs[host][-1].pid
-
     def restart(self, host: str) -> int:
         for p in self.procs[host]:
             p.join(0)  # reap the dead one
@@ -185,11 +182,13 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     auth = curve = None
     if listen and keys:
         from zmq.auth.thread import ThreadAuthenticator
-        from protocol.transport import authorized_clients_dir, curve_server_keys
+        from protocol.transport import curve_server_keys
         curve = curve_server_keys(keys)
         auth = ThreadAuthenticator(ctx)  # ZAP: only clients whose public key is in `keys` get in
         auth.start()
-        auth.configure_curve(domain="*", location=authorized_clients_dir(keys))
+        # Accepted: the public keys (*.key) in `keys`; a Kubernetes Secret mount's ..data folder and
+        # symlinks are fine.
+        auth.configure_curve(domain="*", location=keys)
     coord = None
     out = Outcome("aborted", reason="did not start")
     try:

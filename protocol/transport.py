@@ -97,12 +97,6 @@ def make_keys(keys_dir: str) -> list[str]:
     return written
 
 
-def authorized_clients_dir(keys_dir: str) -> str:
-    """Where the ZAP handler looks for public keys it accepts: the keys directory itself (a
-    Kubernetes Secret mount's symlinks and ..data folder are fine: only *.key files are read)."""
-    return keys_dir
-
-
 def router(ctx: zmq.Context, endpoint: str, curve: Curve | None = None) -> zmq.Socket:
     """The coordinator's ROUTER, bound to ``endpoint``; an ipc socket file is made 0600. With
     ``curve`` it is a CURVE server (the caller runs the ZAP authenticator that vets clients)."""
