@@ -106,6 +106,8 @@ def touched_ms(ev: dict | None, effects: list) -> set[int]:
 class AgentControl:
     """How the loop reaches the host agents' processes (run.py owns them)."""
 
+    def pid(self, host: str) -> int: ...
+
     def restart(self, host: str) -> int: ...
 
 

@@ -28,7 +28,7 @@ from .procfs import alive
 log = logging.getLogger("gmpsim.run")
 
 AGENT_MODULE = "worker.agent"  # run by name, as `python -m worker.agent`: coordinator never imports worker
-SHUTDOWN_WAIT_S = 5.0
+SHUTDOWN_WAIT_S = 10.0  # an agent ends its Ms (SIGTERM, SIGKILL after 1 s) and unlinks its arena
 
 
 def _agent_main(argv: list[str]) -> None:
@@ -53,6 +53,9 @@ class LocalAgents:
         p.start()
         self.procs.setdefault(host, []).append(p)
         return p.pid
+
+    def pid(self, host: str) -> int:
+        return self.procs[host][-1].pid
 
     def restart(self, host: str) -> int:
         for p in self.procs[host]:
@@ -208,31 +211,35 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
         out = Outcome("aborted", reason=str(e))
         log.error("%s", e)
     finally:
-        if coord is not None:
-            coord.shutdown_agents()
-            if listen:
-                coord.collect_byes(SHUTDOWN_WAIT_S)
-        agents.stop(SHUTDOWN_WAIT_S)
-        if coord is not None:
-            coord.close()
-        if auth is not None:
-            auth.stop()
-        ctx.term()
-        if rundir:
-            shutil.rmtree(rundir, ignore_errors=True)
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+        try:
+            if coord is not None:
+                coord.shutdown_agents()
+                if listen:
+                    coord.collect_byes(SHUTDOWN_WAIT_S)
+            agents.stop(SHUTDOWN_WAIT_S)
+        finally:
+            # Whatever happened above, nothing of the run stays: count what its own shutdown left
+            # (the report says so), then end it.
+            pids = list(coord.rec.pids.values()) if coord is not None else []
+            pids += agents.all_pids()
+            shm = [a["arena"] for a in coord.agents.values()] if coord is not None else []
+            leaks = count_leaks(pids, shm) if listen is None else remote_leaks(coord)
+            if listen is None and (leaks["processes"] or leaks["shm_segments"]):
+                log.error("left behind after shutdown: pids %s, segments %s; sweeping them",
+                          leaks["pids"], leaks["segments"])
+                sweep(pids, shm)
+            if coord is not None:
+                coord.close()
+            if auth is not None:
+                auth.stop()
+            ctx.term()
+            if rundir:
+                shutil.rmtree(rundir, ignore_errors=True)
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
     if interrupted and out.outcome != "ok":
         out = Outcome("aborted", reason="interrupted")
     wall_s = time.monotonic() - wall0
-    pids = list(coord.rec.pids.values()) if coord is not None else []
-    pids += agents.all_pids()
-    shm = [a["arena"] for a in coord.agents.values()] if coord is not None else []
-    leaks = count_leaks(pids, shm) if listen is None else remote_leaks(coord)
-    if listen is None and (leaks["processes"] or leaks["shm_segments"]):
-        # Counted before the sweep: the report says what the run's own shutdown left behind.
-        log.error("left behind after shutdown: pids %s, segments %s; sweeping them", leaks["pids"], leaks["segments"])
-        sweep(pids, shm)
     report = build_report(sc, coord, out, leaks, wall_s)
     if tracer.written:
         from .plot import have_matplotlib, plot_run
