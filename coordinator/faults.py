@@ -580,6 +580,18 @@ class _Hits:
         return self.rng.random() < self.p
 
 
+def _first_hit(streams, now_ms: float):
+    """Every live stream draws (so that each stays independent of the others); the first that
+    hits, in spec order, applies and counts the hit. None when none hits."""
+    chosen = None
+    for hits in streams:
+        if hits.roll(now_ms) and chosen is None:
+            chosen = hits
+    if chosen is not None:
+        chosen.hits += 1
+    return chosen
+
+
 class FaultPlan:
     """The seeded plan of a run's faults (see the module doc).  Not thread-safe: the loop's."""
 
@@ -622,13 +634,9 @@ class FaultPlan:
     def on_fork(self, now_ms: float) -> ForkFault | None:
         """Decide the fate of a newosproc at ``now_ms``.  Every live fork fault draws (so their
         streams stay independent); the first that hits, in spec order, applies."""
-        chosen = None
-        for hits in self._forks:
-            if hits.roll(now_ms) and chosen is None:
-                chosen = hits
+        chosen = _first_hit(self._forks, now_ms)
         if chosen is None:
             return None
-        chosen.hits += 1
         spec = chosen.spec
         if spec.kind == "slow-fork":
             return ForkFault(chosen.index, spec.kind, now_ms, delay_ms=spec.duration_ms, spec=spec)
@@ -643,13 +651,9 @@ class FaultPlan:
         specs = self._by_type.get(msg_type)
         if specs is None:
             return None
-        chosen = None
-        for hits in specs:
-            if hits.roll(now_ms) and chosen is None:
-                chosen = hits
+        chosen = _first_hit(specs, now_ms)
         if chosen is None:
             return None
-        chosen.hits += 1
         spec = chosen.spec
         delay = chosen.rng.random() * spec.duration_ms if spec.kind == "delay" else 0.0
         return MessageFault(chosen.index, spec.kind, msg_type, now_ms, delay, spec)

@@ -43,7 +43,6 @@ TRUSTED_ENCODE = os.environ.get("GMPSIM_CHECK_OUTGOING", "") == ""  # tests set 
 M_TYPES = frozenset({"hello", "woken", "entersyscall", "exitsyscall", "entersyscallblock", "newproc",
                      "lockosthread", "unlockosthread", "gopark", "gosched", "goexit", "forked",
                      "forkfail", "heartbeat"})
-M_ONE_WAY = frozenset({"forked", "forkfail", "heartbeat"})
 AGENT_TYPES = frozenset({"agent_hello", "mexited", "forked", "forkfail", "ack", "heartbeat", "bye"})
 HEARTBEAT_S = 0.5  # to remote agents
 HEARTBEAT_TIMEOUT_S = 3.0  # a remote host silent this long is cut off: its Ms are fenced
@@ -421,9 +420,7 @@ class Coordinator:
             self.forked(msg)
             return
         if t == "forkfail":
-            self.delivery.done(("fork", msg["child"], msg["cepoch"]))
-            self.event({"t": "forkfail", "m": msg["child"], "child": msg["child"], "cepoch": msg["cepoch"],
-                        "errno": msg["errno"]}, None)
+            self.forkfail(msg)
             return
         if t == "heartbeat":
             return
@@ -456,9 +453,7 @@ class Coordinator:
         elif t == "forked":
             self.forked(msg)
         elif t == "forkfail":
-            self.delivery.done(("fork", msg["child"], msg["cepoch"]))
-            self.event({"t": "forkfail", "m": msg["child"], "child": msg["child"], "cepoch": msg["cepoch"],
-                        "errno": msg["errno"]}, None)
+            self.forkfail(msg)
         elif t == "ack":
             key = self.watch_seq.pop(msg["re"], None)
             if key is not None:
@@ -483,6 +478,12 @@ class Coordinator:
             mp.pid = pid
             if msg["m"] != -1:
                 self.watch(mp, pid)
+
+    def forkfail(self, msg: dict) -> None:
+        """newosproc failed (from an M or the agent): the core says what Go does (throw)."""
+        self.delivery.done(("fork", msg["child"], msg["cepoch"]))
+        self.event({"t": "forkfail", "m": msg["child"], "child": msg["child"], "cepoch": msg["cepoch"],
+                    "errno": msg["errno"]}, None)
 
     def watch(self, mp, pid: int) -> None:
         mp.pid = pid

@@ -62,6 +62,7 @@ class Agent:
         self.arena = (Arena.attach(name, readonly=False, slot_size=slot_size) if adopt
                       else Arena.create(name, slots, slot_size))
         self.watch = PidWatch()
+        self.poller = zmq.Poller()  # the socket and one pidfd per M watched
         self.pids: dict[int, int] = {}  # M id -> pid, every M of this host still alive
         self.slots: dict[int, int] = {}  # M id -> its g0 slot (for the post-mortem)
         self.exits: dict[int, int] = {}  # pid -> exit status, reaped before its pidfd fired
@@ -100,14 +101,9 @@ class Agent:
 
     def run(self) -> None:
         self.hello()
-        poller = zmq.Poller()
+        poller = self.poller
         poller.register(self.sock, zmq.POLLIN)
-        registered: set[int] = set()
         while True:
-            for fd in self.watch.fds():
-                if fd not in registered:
-                    poller.register(fd, zmq.POLLIN)
-                    registered.add(fd)
             events = dict(poller.poll(POLL_S * 1000))
             while self.backlog:
                 if self.handle(self.backlog.pop(0)) == "shutdown":
@@ -120,8 +116,8 @@ class Agent:
             self.collect_orphans()
             for fd in fds:
                 poller.unregister(fd)
-                registered.discard(fd)
-            for mid, pid in self.watch.ready(fds) if fds else ():
+            # Always asked: an M already gone when its watch came has no fd, only a report waiting.
+            for mid, pid in self.watch.ready(fds):
                 self.report_exit(mid, pid)
             self.resend()
             if self.beat() == "gone":
@@ -155,6 +151,9 @@ class Agent:
         kill_and_wait(list(self.pids.values()), timeout=1.0)
         self.collect_orphans()
         for mid in list(self.pids):
+            fd = self.watch.fd_of(mid)
+            if fd is not None:
+                self.poller.unregister(fd)
             self.watch.remove(mid)
         for slot in self.slots.values():
             self.arena.stackfree(slot)
@@ -261,6 +260,9 @@ class Agent:
         if slot >= 0:
             self.slots[mid] = slot
         self.watch.add(mid, pid)
+        fd = self.watch.fd_of(mid)
+        if fd is not None:  # None: already gone; watch.ready reports it on the next pass
+            self.poller.register(fd, zmq.POLLIN)
 
     def shutdown(self) -> None:
         """End every M of this host, reap them, unlink the arena, say goodbye."""
