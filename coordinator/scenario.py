@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from protocol.messages import MAX_SLOTS
 from protocol.ops import OpError, compile_programs, format_value
 
 from .faults import FaultError, FaultSpec, fault_from_table
@@ -132,7 +133,7 @@ _FIELDS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "gomaxprocs": (_integer(1, 256), 2),
     "timescale": (_positive_number, 100.0),
     "seed": (_seed, 1),
-    "maxmcount": (_integer(1, 100_000), 10_000),
+    "maxmcount": (_integer(1, MAX_SLOTS), 10_000),  # every M needs a g0 slot
     "schedtrace_ms": (_integer(0, None, "a whole number of Go milliseconds"), 10),
     "scheddetail": (_boolean, False),
     "time_limit_s": (_positive_number, 60.0),

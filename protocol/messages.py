@@ -17,11 +17,18 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from protocol.ops import MAX_DURATION_US, MAX_GO
+
 VERSION = 1
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 MAX_STR_CHARS = 256
+#: the largest g0 arena a host agent may announce (agent_hello.slots): the coordinator builds one
+#: free-slot entry per slot, so a peer's number must be bounded (scenario maxmcount is at most this)
+MAX_SLOTS = 100_000
+#: the largest g0 stack slot an agent may announce (Go 1.16's g0 is 8 KiB; 1 MiB is far above)
+MAX_SLOT_SIZE = 1 << 20
 
 
 class FieldError(Exception):
@@ -256,10 +263,10 @@ MESSAGES: dict[str, dict[str, Kind]] = {
     "entersyscall": {"m": INT, "g": INT, "pos": POS, "cgo": BOOL},
     "exitsyscall": {"m": INT, "g": INT},
     "entersyscallblock": {"m": INT, "g": INT, "pos": POS},
-    "newproc": {"m": INT, "g": INT, "pos": POS, "prog": STR, "n": integer(1, 100_000)},
+    "newproc": {"m": INT, "g": INT, "pos": POS, "prog": STR, "n": integer(1, MAX_GO)},
     "lockosthread": {"m": INT, "g": INT, "pos": POS},
     "unlockosthread": {"m": INT, "g": INT, "pos": POS},
-    "gopark": {"m": INT, "g": INT, "pos": POS, "reason": STR, "us": NAT},
+    "gopark": {"m": INT, "g": INT, "pos": POS, "reason": STR, "us": integer(0, MAX_DURATION_US)},
     "gosched": {"m": INT, "g": INT, "pos": POS},
     "goexit": {"m": INT, "g": INT, "pos": POS},  # pos.pc == len(code): the goroutine returned
     "forked": {"m": INT, "child": INT, "cepoch": NAT, "pid": INT},  # m: the forker, -1 for the agent
@@ -276,7 +283,8 @@ MESSAGES: dict[str, dict[str, Kind]] = {
     "exit": {"re": NAT},
     "shutdown": {},
     # agent -> coordinator
-    "agent_hello": {"host": STR, "pid": INT, "arena": STR, "slot_size": INT, "slots": INT},
+    "agent_hello": {"host": STR, "pid": integer(1), "arena": STR, "slot_size": integer(1, MAX_SLOT_SIZE),
+                    "slots": integer(1, MAX_SLOTS)},
     # status: exit code, -N for signal N, None-like -256 when not our child; frames: its g0 stack
     "mexited": {"m": INT, "pid": INT, "status": INT, "frames": list_of(FRAME, 256)},
     "bye": {"host": STR, "processes": NAT, "shm_segments": NAT},  # shutdown done: what it left

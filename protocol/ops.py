@@ -76,7 +76,8 @@ MAX_REPEAT = 10**7
 MAX_DEPTH = 16
 #: about 11.5 days of Go time: far beyond any run, and well inside msgpack's integers.
 MAX_DURATION_US = 10**12
-MAX_GO = 10**7
+#: goroutines one ``go`` op starts: the scenario check and the wire's ``newproc.n`` both use it
+MAX_GO = 100_000
 MAX_PROGRAM_NAME = 64
 
 _PROGRAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_PROGRAM_NAME)

@@ -30,6 +30,7 @@ def taint_process(mid: int) -> None:
 class OpRunner:
     def __init__(self, m):
         self.m = m
+        self.heard_at = time.monotonic()  # when messages were last read while computing
 
     def execute(self, g: int, prog: str, pos: dict) -> dict:
         """Go's execute → the goroutine runs until it blocks, yields or exits."""
@@ -48,6 +49,8 @@ class OpRunner:
             npc, nloops = advance(code, pc + 1, loops)
             after = position(npc, nloops, 0)
             if name == "run":
+                if time.monotonic() - self.heard_at >= m.cfg.slice_us / 1e6:
+                    self.listen(g, 0)  # a run of ops too short to listen themselves
                 remaining = self.compute(g, left or op[1])
                 if remaining > 0:  # preempted: gopreempt_m → goschedImpl
                     with m.g0.systemstack("runtime.gopreempt_m", g):
@@ -122,16 +125,25 @@ class OpRunner:
         slice_s = m.cfg.slice_us / 1e6
         while True:
             now = time.monotonic()
-            if now >= end:
-                return 0
-            if m.preempt_g == g:
+            if m.preempt_g == g:  # before the end check: a preemption heard is always answered
                 m.preempt_g = -1
                 done_us = (now - start) * 1e6 / m.cfg.timescale
                 return max(1, int(us - done_us))
+            if now >= end:
+                return 0
             wait = min(end - now, slice_s)
             if wait < 0.001:  # zmq_poll counts whole ms: sleep the rest instead of spinning
+                self.listen(g, 0)  # but first hear what came (a preemption), or short ops never do
                 time.sleep(wait)
                 continue
-            msg = m.recv(wait * 1000)
-            if msg is not None and msg["t"] not in ("execute", "cont", "park", "exit"):  # late duplicates: ignored
-                raise RuntimeError(f"M{m.id}: unexpected {msg['t']} while running goroutine {g}")
+            self.listen(g, wait * 1000)
+
+    def listen(self, g: int, timeout_ms: float) -> None:
+        """Hear one message while computing (a preemption sets m.preempt_g); late duplicate replies
+        are ignored. Short ops call it with 0: a goroutine making progress in ops shorter than a
+        poll's 1 ms must still answer sysmon, or it is declared lost and restarted from the top."""
+        m = self.m
+        self.heard_at = time.monotonic()
+        msg = m.recv(timeout_ms)
+        if msg is not None and msg["t"] not in ("execute", "cont", "park", "exit"):
+            raise RuntimeError(f"M{m.id}: unexpected {msg['t']} while running goroutine {g}")
