@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from protocol.messages import TYPES
-from protocol.ops import format_value
+from protocol.ops import MAX_DURATION_US, format_value
 
 TIMED_KINDS = ("kill-m", "stop-m", "exit-m", "kill-template")
 FORK_KINDS = ("fork-fail", "slow-fork")
@@ -49,6 +49,15 @@ ALL_TYPES = "*"
 #: newer Go's retryOnEAGAIN (os_linux.go): 20 tries, sleeping (try+1) ms after each EAGAIN
 RETRY_TRIES = 20
 EAGAIN = 11
+
+#: bounds checked at parse time, so that the planner's work per Go ms stays bounded: a period below
+#: 1 Go µs (or a count above a million) only floods the run, and times beyond a scenario's longest
+#: op (protocol.ops.MAX_DURATION_US) never come
+MIN_EVERY_MS = 0.001
+MAX_COUNT = 1_000_000
+MAX_TIME_MS = MAX_DURATION_US / 1000
+#: the most occurrences the planner hands out per call (the rest wait for the next tick)
+MAX_DUE_PER_CALL = 100_000
 
 _M_TARGET = re.compile(r"m:(0|[1-9][0-9]{0,17})")
 _DURATION = re.compile(r"(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<unit>us|µs|ms|s)")
@@ -243,12 +252,19 @@ def _check_field(kind: str, name: str, value: Any, style: _Style) -> None:
         bound = " > 0" if name in ("every_ms", "duration_ms") else " >= 0"
         if not _is_number(value) or not math.isfinite(value) or not low_ok(value):
             raise FaultError(key, f"expected {style.ms(bound)}, got {got}")
+        if value > MAX_TIME_MS:
+            raise FaultError(key, f"expected at most {_bound_text(MAX_TIME_MS, style)}, got {got}")
+        if name == "every_ms" and value < MIN_EVERY_MS:
+            raise FaultError(key, f"expected a period of at least {_bound_text(MIN_EVERY_MS, style)} "
+                                  f"(a shorter one only floods the planner), got {got}")
     elif name == "probability":
         if not _is_number(value) or not 0 <= value <= 1:
             raise FaultError(key, f"expected a probability from 0 to 1, got {got}")
     elif name == "count":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise FaultError(key, f"expected a whole number >= 1, got {got}")
+        if value > MAX_COUNT:
+            raise FaultError(key, f"expected at most {MAX_COUNT}, got {got}")
     elif name in ("retry", "restart"):
         if not isinstance(value, bool):
             raise FaultError(key, f"expected true or false, got {got}")
@@ -299,6 +315,10 @@ def _cli_text(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _bound_text(ms: float, style: "_Style") -> str:
+    return _format_ms(ms) if style.cli else f"{ms:g} Go ms"
 
 
 def _parse_duration(key: str, text: str) -> float:
@@ -547,9 +567,11 @@ class _Timeline:
             self._advance(index, stream)
             limit -= 1
 
-    def take(self, now_ms: float) -> list[Planned]:
+    def take(self, now_ms: float, limit: int | None = None) -> list[Planned]:
         out = []
-        while self._heap and self._heap[0][0] <= now_ms:
+        steps = 0
+        while self._heap and self._heap[0][0] <= now_ms and (limit is None or steps < limit):
+            steps += 1
             _, index, planned, stream = heapq.heappop(self._heap)
             if planned is not _SKIP:
                 out.append(planned)
@@ -623,8 +645,9 @@ class FaultPlan:
 
     def due(self, now_ms: float) -> list[Planned]:
         """The timed faults whose time (<= now_ms) has come and that were not returned yet, in
-        time order (``now_ms`` must be finite: a recurring fault without an end never ends)."""
-        return self._timeline.take(now_ms)
+        time order (``now_ms`` must be finite: a recurring fault without an end never ends); at
+        most MAX_DUE_PER_CALL of them per call, so that a caller stays responsive (signals)."""
+        return self._timeline.take(now_ms, MAX_DUE_PER_CALL)
 
     def next_due_ms(self) -> float | None:
         """When ``due()`` next has something (or may have: after a long run of occurrences skipped

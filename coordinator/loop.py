@@ -749,9 +749,11 @@ class Coordinator:
 
     # --- end ----------------------------------------------------------------------------------------
 
-    def shutdown_agents(self) -> None:
+    def shutdown_agents(self) -> set[str]:
+        """Tell every agent that said hello to end its Ms and go; returns their hosts."""
         for host in self.agents:
             self.raw_send(self.agent_ident[host], encode("shutdown", self._seq(), 0))
+        return set(self.agents)
 
     def collect_byes(self, timeout_s: float) -> None:
         """Across hosts: wait for each agent's goodbye, which says what it left behind."""

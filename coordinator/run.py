@@ -16,10 +16,10 @@ import shutil
 import signal
 import sys
 import time
-import uuid
 
 import zmq
 
+from protocol.owner import arena_name, clean, new_run_id
 from protocol.transport import make_rundir, rundir_endpoint
 
 from .procfs import alive
@@ -65,9 +65,16 @@ class LocalAgents:
     def all_pids(self) -> list[int]:
         return [p.pid for ps in self.procs.values() for p in ps]
 
-    def stop(self, wait_s: float) -> None:
-        for ps in self.procs.values():
+    def stop(self, wait_s: float, told: set[str] = frozenset()) -> None:
+        """Wait for each agent to end (up to wait_s for those told to shut down; the others, e.g.
+        forked but not yet welcomed when a signal came, get a SIGTERM: their orderly cleanup)."""
+        for host, ps in self.procs.items():
             for p in ps:
+                if host not in told and p.is_alive():
+                    try:
+                        os.kill(p.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
                 p.join(wait_s)
                 if p.is_alive():
                     log.error("host agent (pid %d) did not stop in %.0fs; killing it", p.pid, wait_s)
@@ -159,7 +166,9 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     (--insecure)."""
     os.makedirs(out_dir, exist_ok=True)
     root = _setup_logging(os.path.join(out_dir, "gmpsim.log"))
-    run_id = uuid.uuid4().hex[:12]
+    run_id = new_run_id()  # names this process as the owner of the run's segments
+    for path in clean()["removed"]:  # what runs killed outright (SIGKILL) left: their owners are dead
+        log.warning("removed %s, left by a dead run", path)
     rundir = None if listen else make_rundir()
     endpoint = listen or rundir_endpoint(rundir)
     wall0 = time.monotonic()
@@ -212,17 +221,19 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
         log.error("%s", e)
     finally:
         try:
+            told = set()
             if coord is not None:
-                coord.shutdown_agents()
+                told = coord.shutdown_agents()
                 if listen:
                     coord.collect_byes(SHUTDOWN_WAIT_S)
-            agents.stop(SHUTDOWN_WAIT_S)
+            agents.stop(SHUTDOWN_WAIT_S, told)
         finally:
             # Whatever happened above, nothing of the run stays: count what its own shutdown left
             # (the report says so), then end it.
             pids = list(coord.rec.pids.values()) if coord is not None else []
             pids += agents.all_pids()
             shm = [a["arena"] for a in coord.agents.values()] if coord is not None else []
+            shm += [arena_name(run_id, host) for host in agents.procs]  # said hello or not
             leaks = count_leaks(pids, shm) if listen is None else remote_leaks(coord)
             if listen is None and (leaks["processes"] or leaks["shm_segments"]):
                 log.error("left behind after shutdown: pids %s, segments %s; sweeping them",
@@ -235,8 +246,6 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
             ctx.term()
             if rundir:
                 shutil.rmtree(rundir, ignore_errors=True)
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
     if interrupted and out.outcome != "ok":
         out = Outcome("aborted", reason="interrupted")
     wall_s = time.monotonic() - wall0
@@ -250,4 +259,7 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
                 log.warning("threads.png not written: %s", e)
     log.info("run %s ended: %s%s", run_id, out.outcome, f" ({out.fatal_message})" if out.fatal_message else "")
     _teardown_logging(root)
+    # Restored only now: a second Ctrl-C while the picture is drawn must not lose the report.
+    signal.signal(signal.SIGINT, old_int)
+    signal.signal(signal.SIGTERM, old_term)
     return report, out

@@ -27,6 +27,7 @@ from protocol.ops import OpError, compile_programs, format_value
 from .faults import FaultError, FaultSpec, fault_from_table
 
 DEFAULT_SCENARIO = "syscall-storm"
+MAX_SCENARIO_BYTES = 1 << 20  # far above any real scenario; a bigger file is read no further
 _BUILTIN_PACKAGE = "coordinator.scenarios"
 _KEY_PATH = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
@@ -87,6 +88,16 @@ def _integer(low: int, high: int | None, what: str = "an integer") -> Callable[[
     return check
 
 
+MIN_TIMESCALE, MAX_TIMESCALE = 0.001, 1e6  # wall µs per Go µs: beyond these, Go time is meaningless
+
+
+def _timescale(key: str, value: Any) -> float:
+    value = _positive_number(key, value)
+    if not MIN_TIMESCALE <= value <= MAX_TIMESCALE:
+        raise _Invalid(key, f"expected wall µs per Go µs from {MIN_TIMESCALE:g} to {MAX_TIMESCALE:g}, got {value:g}")
+    return value
+
+
 def _positive_number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise _Invalid(key, f"expected a number > 0, got {format_value(value)}")
@@ -102,7 +113,21 @@ def _boolean(key: str, value: Any) -> bool:
 def _name(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or "\n" in value or len(value) > 200:
         raise _Invalid(key, f"expected a one-line name of 1 to 200 characters, got {format_value(value)}")
+    if not value.isprintable():  # NUL, tab or another control character
+        raise _Invalid(key, f"expected printable characters only, got {format_value(value)}")
     return value
+
+
+_UNSAFE_IN_PATH = re.compile(r"[^A-Za-z0-9_.-]+")
+MAX_SAFE_NAME = 64
+
+
+def safe_name(name: str) -> str:
+    """A scenario name reduced to what may reach the file system (runs/<safe>-<time>/): letters,
+    digits, '_', '.', '-', at most 64 characters, never '.', '..' or a leading '.' (so
+    ``/tmp/abs`` and ``../../x`` stay inside runs/)."""
+    safe = _UNSAFE_IN_PATH.sub("_", name).lstrip(".")[:MAX_SAFE_NAME]
+    return safe or "scenario"
 
 
 def _text(key: str, value: Any) -> str:
@@ -131,7 +156,7 @@ _FIELDS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "name": (_name, None),
     "description": (_text, ""),
     "gomaxprocs": (_integer(1, 256), 2),
-    "timescale": (_positive_number, 100.0),
+    "timescale": (_timescale, 100.0),
     "seed": (_seed, 1),
     "maxmcount": (_integer(1, MAX_SLOTS), 10_000),  # every M needs a g0 slot
     "schedtrace_ms": (_integer(0, None, "a whole number of Go milliseconds"), 10),
@@ -213,6 +238,8 @@ def _parse_value(text: str) -> Any:
         parsed = tomllib.loads(f"value = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise ScenarioError(f"--set {_one_line(text)[:60]}: arrays or tables nested too deeply") from None
     if set(parsed) != {"value"}:
         return text
     return parsed["value"]
@@ -253,7 +280,9 @@ def _blame(key: str, origins: dict[str, str], source: str) -> str:
     """The override whose key path is the longest prefix of ``key``, else the file."""
     best = None
     for path in origins:
-        if key == path or key.startswith(path + ".") or key.startswith(path + "["):
+        # also a key above the override's (``--set faults.kind=1`` makes ``faults`` a table)
+        if (key == path or key.startswith(path + ".") or key.startswith(path + "[")
+                or path.startswith(key + ".")):
             if best is None or len(path) > len(best):
                 best = path
     return origins[best] if best is not None else source
@@ -283,6 +312,8 @@ _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise ScenarioError(f"{source}: invalid TOML: arrays or tables nested too deeply") from None
     except tomllib.TOMLDecodeError as error:
         message = _one_line(str(error))
         found = _TOML_POSITION.search(message)
@@ -300,6 +331,8 @@ def loads(text: str, source: str = "<string>", overrides: Iterable[str] = (),
     origins = _apply_overrides(doc, overrides)
     try:
         return _validate(doc, source, default_name)
+    except RecursionError:
+        raise ScenarioError(f"{source}: values nested too deeply") from None
     except _Invalid as invalid:
         raise ScenarioError(f"{_blame(invalid.key, origins, source)}: {invalid.key}: {invalid.problem}") from None
 
@@ -322,10 +355,15 @@ def load(ref: str | Path, overrides: Iterable[str] = ()) -> Scenario:
     if not path.exists():
         raise ScenarioError(f"{ref_text}: no such scenario file or built-in scenario "
                             f"(built-ins: {', '.join(sorted(builtins))})")
+    if not path.is_file():  # a FIFO would block forever, a device never end
+        raise ScenarioError(f"{ref_text}: not a regular file, expected a scenario file (.toml)")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(MAX_SCENARIO_BYTES + 1)
     except OSError as error:
         raise ScenarioError(f"{ref_text}: cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(f"{ref_text}: larger than {MAX_SCENARIO_BYTES // (1 << 20)} MiB, too large for a scenario file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -22,6 +22,7 @@ import zmq
 
 from protocol.codec import ProtocolError
 from protocol.messages import INT64_MAX, show
+from protocol.owner import owner_tag
 
 SOCKET_NAME = "sched.sock"
 _MAX_IDENTITY_BYTES = 255  # ZeroMQ's limit on a routing id
@@ -30,8 +31,9 @@ _M_IDENTITY = re.compile(rb"m(0|[1-9][0-9]{0,18})\.(0|[1-9][0-9]{0,18})")
 
 
 def make_rundir(base: str | None = None) -> str:
-    """Create a private (0700) run directory ``gmpsim-*`` under ``base`` (default: tmp)."""
-    rundir = tempfile.mkdtemp(prefix="gmpsim-", dir=base)
+    """Create a private (0700) run directory ``gmpsim-<pid>.<start>.*`` under ``base`` (default:
+    tmp), named after this process so that it can be removed once its owner is dead (owner.py)."""
+    rundir = tempfile.mkdtemp(prefix=f"gmpsim-{owner_tag()}.", dir=base)
     os.chmod(rundir, 0o700)  # mkdtemp already does; say it where it matters
     return rundir
 

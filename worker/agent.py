@@ -19,11 +19,11 @@ import shutil
 import signal
 import sys
 import time
-import uuid
 
 import zmq
 
 from protocol.codec import ProtocolError, decode, encode
+from protocol.owner import clean, new_run_id
 from protocol.transport import agent_identity, curve_client_keys, dealer
 
 from .g0 import G0_STACK_SIZE, Arena, arena_name, read_frames
@@ -333,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     if remote:
         args.guardian_pid = os.getpid()  # no coordinator process here: our Ms die with us
-    run_id = args.run_id or uuid.uuid4().hex[:12]
+        # What earlier agents on this host left when they were killed (their owner is dead) goes now.
+        for path in clean()["removed"]:
+            log.warning("agent %s: removed %s, left by a dead process", args.host, path)
+    run_id = args.run_id or new_run_id()  # a remote agent owns its arena
     set_child_subreaper()
     if not remote:
         _die_with_parent()

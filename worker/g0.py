@@ -39,6 +39,7 @@ import re
 import struct
 import time
 
+from protocol.owner import SHM_DIR, arena_name
 from protocol.throw import Throw
 
 __all__ = [
@@ -65,8 +66,6 @@ G0_STACK_SIZE = 8192 * STACK_GUARD_MULTIPLIER
 # Go's stackguard0 = stack.lo + _StackGuard; a push below it is a morestack.
 STACK_GUARD = 928 * STACK_GUARD_MULTIPLIER
 
-SHM_DIR = "/dev/shm"
-_NAME_PREFIX = "gmpsim-"
 
 FRAME_SIZE = 64
 FN_NAME_SIZE = 40
@@ -85,26 +84,7 @@ assert STACK_GUARD >= FRAME_SIZE
 # --------------------------------------------------------------------------- names
 
 
-_RUN_UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
-_HOST_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def arena_name(run_id: str, host: str) -> str:
-    """The /dev/shm name of one host's arena in one run: ``gmpsim-<run_id>-<host>``.
-
-    Characters outside ``[A-Za-z0-9_.]`` in run_id (including ``-``) and outside
-    ``[A-Za-z0-9_.-]`` in host become ``_``: the first ``-`` after ``gmpsim-``
-    then always ends the run id, so the segments of run "a" can never be
-    confused with those of run "a-b". Use list_run_segments to find them.
-    """
-    run = _RUN_UNSAFE.sub("_", str(run_id)) or "_"
-    node = _HOST_UNSAFE.sub("_", str(host)) or "_"
-    name = f"{_NAME_PREFIX}{run}-{node}"
-    if len(name) > 255:  # NAME_MAX of tmpfs
-        raise ValueError(f"arena name too long ({len(name)} bytes): {name[:64]}...")
-    return name
-
-
+# The names themselves are protocol's (the coordinator counts and sweeps what a run leaves).
 def _run_prefix(run_id: str) -> str:
     return arena_name(run_id, "_")[:-1]  # "gmpsim-<run>-"
 
