@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shlex
 import sys
 import time
 
 from .faults import FaultError, parse_fault
-from .scenario import DEFAULT_SCENARIO, ScenarioError, describe_builtins, load
+from .scenario import DEFAULT_SCENARIO, ScenarioError, describe_builtins, load, safe_name
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 
@@ -57,7 +58,9 @@ def parser() -> argparse.ArgumentParser:
                        help="where Ms that no M forks go (sysmon's, the template's); default least-loaded")
     agent = sub.add_parser("agent", help="join a coordinator as a host: fork and reap its Ms here")
     agent.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="the coordinator")
-    agent.add_argument("--name", required=True, help="this host's name (unique per host)")
+    agent.add_argument("--name", required=True, help="this host's name (unique per host; 1 to 64 of A-Z a-z 0-9 _ . -)")
+    agent.add_argument("--wait", type=float, default=60.0, metavar="S",
+                       help="give up (exit 2) when no coordinator answers within S seconds (default 60)")
     _security_options(agent)
     bench = sub.add_parser("bench", help="measure this machine: M creation, wake, coordinator throughput, scale")
     bench.add_argument("--quick", action="store_true", help="small sizes (about 30 s)")
@@ -65,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="write CURVE key pairs for the coordinator and the agents into DIR")
     keys.add_argument("dir", metavar="DIR")
     sub.add_parser("scenarios", help="list the built-in scenarios")
+    sub.add_parser("clean", help="remove the shared memory and run directories of gmpsim processes that are dead")
     plot = sub.add_parser("plot", help="draw RUN_DIR/trace.json into RUN_DIR/threads.png (needs matplotlib)")
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")
     plot.add_argument("--out", help="the PNG to write (default RUN_DIR/threads.png)")
@@ -74,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
 def _security_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keys", metavar="DIR", help="CURVE keys made by `gmpsim keys DIR` (required over TCP)")
     p.add_argument("--insecure", action="store_true", help="plain TCP without CURVE: anyone who can connect can act")
+    p.add_argument("--insecure-anywhere", action="store_true",
+                   help="allow --insecure on an address that is not loopback (anyone on the network can act)")
 
 
 def _run_options(run: argparse.ArgumentParser) -> None:
@@ -94,12 +100,13 @@ def _run_options(run: argparse.ArgumentParser) -> None:
 def expected(report: dict) -> bool:
     """Is the outcome the one the scenario expects? ("ok", or "fatal: <message>")."""
     exp = report["expect"]
+    leaked = report["leaks"]["processes"] or report["leaks"]["shm_segments"]
     if report["invariants"]["violations"]:
         return False
     if report["outcome"] == "ok":
-        return exp == "ok" and report["goroutines"]["lost"] == 0 and not any(report["leaks"].values())
+        return exp == "ok" and report["goroutines"]["lost"] == 0 and not leaked
     if report["outcome"] == "fatal":
-        return exp == f"fatal: {report['fatal']['message']}" and not any(report["leaks"].values())
+        return exp == f"fatal: {report['fatal']['message']}" and not leaked
     return False
 
 
@@ -114,7 +121,7 @@ def check_port(port: int, addr: str) -> None:
 
 
 def cmd_run(args) -> int:
-    from .report import summary, write_report
+    from .report import summary
     from .run import run_scenario
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -131,7 +138,19 @@ def cmd_run(args) -> int:
         return EXIT_BAD_INPUT
     if extra_faults:
         sc = dataclasses.replace(sc, faults=sc.faults + extra_faults)
-    out_dir = args.out or os.path.join("runs", f"{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.out == "":
+        print("gmpsim: --out '': expected a directory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out_dir = args.out or os.path.join("runs", f"{safe_name(sc.name)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    lock, err = claim_out_dir(out_dir)
+    if err:
+        print(f"gmpsim: --out {out_dir[:120]}: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.cmd == "run":
+        err = shm_room()
+        if err:
+            print(f"gmpsim: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     if args.metrics_port is not None:
         try:
             check_port(args.metrics_port, args.metrics_addr)
@@ -162,15 +181,27 @@ def cmd_run(args) -> int:
             return EXIT_BAD_INPUT
         remote = dict(listen=args.listen, hosts=args.hosts, keys=None if args.insecure else args.keys,
                       placement=args.placement)
+        _warn_insecure(args)
     try:
         report, out = run_scenario(sc, out_dir, make_observers, **remote)
+    except zmq_error() as e:  # the listen address cannot be bound (in use, not ours, no such host)
+        print(f"gmpsim: --listen {args.listen}: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     finally:  # finished() closes them; this is for a run that ended before it could
         for o in observers:
             o.close()
-    write_report(report, os.path.join(out_dir, "report.json"))
+        lock.close()
+    written_to = write_results(report, out_dir)
+    if written_to != out_dir:  # the output directory went away mid-run: said where instead
+        if written_to is not None:
+            print(summary(report, written_to))
+        return EXIT_BAD_INPUT
+    if out.bad_input:
+        print(f"gmpsim: could not set up the run: {out.bad_input}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if out.outcome == "fatal":
         print("\n".join(out.fatal_lines), file=sys.stderr)
-    print(summary(report, out_dir))
+    print(summary(report, written_to))
     replay = f"gmpsim {args.cmd} {args.scenario} --seed {sc.seed}" + "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
     if args.cmd == "coordinator":
         replay += f" --listen {args.listen} --hosts {args.hosts} --placement {args.placement}"
@@ -182,6 +213,83 @@ def cmd_run(args) -> int:
     return EXIT_OK if expected(report) else EXIT_UNEXPECTED
 
 
+def zmq_error():
+    import zmq
+    return zmq.ZMQError
+
+
+def claim_out_dir(out_dir: str):
+    """Create the output directory and lock it for this run (two runs must not mix their files):
+    (the open lock file, None) or (None, the one-line problem)."""
+    import fcntl
+    try:
+        if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+            return None, "not a directory"
+        os.makedirs(out_dir, exist_ok=True)
+        if not os.path.isdir(out_dir):
+            return None, "not a directory"
+        lock = open(os.path.join(out_dir, ".gmpsim.lock"), "w")
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        return None, getattr(e, "strerror", None) or str(e)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        return None, "another gmpsim run is writing there"
+    for name in ("report.json", "gmpsim.log", "schedtrace.log", "trace.json"):
+        path = os.path.join(out_dir, name)
+        if os.path.lexists(path) and not (os.path.isfile(path) and os.access(path, os.W_OK)):
+            lock.close()
+            return None, f"{name} there cannot be overwritten"
+    return lock, None
+
+
+def shm_room(shm_dir: str = "/dev/shm", need: int = 1 << 20) -> str | None:
+    """Is there room in /dev/shm for the g0 arena? (A full one would only show as an agent that
+    never says hello.)"""
+    try:
+        st = os.statvfs(shm_dir)
+    except OSError as e:
+        return f"{shm_dir}: {e.strerror}"
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        return f"{shm_dir} is full ({free} bytes free): no room for the g0 stack arena"
+    return None
+
+
+def write_results(report: dict, out_dir: str) -> str | None:
+    """report.json into out_dir; if that fails (the directory went read-only mid-run), into a
+    fresh directory under the temporary directory, saying where. Returns where it went."""
+    import tempfile
+    from .report import write_report
+    try:
+        write_report(report, os.path.join(out_dir, "report.json"))
+        return out_dir
+    except OSError as e:
+        why = e.strerror or str(e)
+    try:
+        elsewhere = tempfile.mkdtemp(prefix="gmpsim-results-")
+        write_report(report, os.path.join(elsewhere, "report.json"))
+    except OSError as e2:
+        print(f"gmpsim: cannot write {out_dir}/report.json ({why}) nor anywhere else ({e2.strerror})",
+              file=sys.stderr)
+        return None
+    print(f"gmpsim: cannot write {out_dir}/report.json ({why}); wrote {elsewhere}/report.json instead",
+          file=sys.stderr)
+    return elsewhere
+
+
+def cmd_clean(args) -> int:
+    """`gmpsim clean`: remove what dead gmpsim processes left (their owner is named in each name)."""
+    from protocol.owner import clean
+    out = clean()
+    for path in out["removed"]:
+        print(f"removed {path}")
+    print(f"gmpsim clean: removed {len(out['removed'])}; left {len(out['alive'])} of live runs and "
+          f"{len(out['unknown'])} whose owner is unknown")
+    return EXIT_OK
+
+
 def cmd_scenarios(args) -> int:
     items = describe_builtins()
     width = max(len(n) for n, _ in items)
@@ -191,27 +299,87 @@ def cmd_scenarios(args) -> int:
     return EXIT_OK
 
 
+_TCP = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^\[\]:/\s]+):(?P<port>[0-9]{1,5})")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _tcp_endpoint(endpoint: str) -> tuple[str, int] | str:
+    """(host, port) of tcp://HOST:PORT, or the one-line problem with it."""
+    found = _TCP.fullmatch(endpoint)
+    if not found:
+        return f"{endpoint[:80]!r}: expected tcp://ADDR:PORT (e.g. tcp://127.0.0.1:7070)"
+    port = int(found["port"])
+    if not 1 <= port <= 65535:
+        return f"{endpoint[:80]!r}: expected a port from 1 to 65535, got {port}"
+    return found["host"].strip("[]"), port
+
+
+def is_loopback(host: str) -> bool:
+    """Does this listen address take connections from this machine only?"""
+    import ipaddress
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", a name or an interface: reachable from elsewhere
+
+
+def _check_keys(keys: str, cmd: str) -> str | None:
+    import zmq.auth
+    mine = "coordinator.key_secret" if cmd == "coordinator" else "agent.key_secret"
+    for name in ("coordinator.key", "agent.key", mine):
+        path = os.path.join(keys, name)
+        if not os.path.exists(path):
+            return f"--keys {keys}: no {name} there (make the keys with `gmpsim keys {keys}`)"
+        try:
+            if os.path.getsize(path) > 64 * 1024:
+                raise ValueError("too large")
+            public, secret = zmq.auth.load_certificate(path)
+            if len(public or b"") != 40 or (name == mine and len(secret or b"") != 40):
+                raise ValueError("no 40-character Z85 key in it")
+        except Exception as e:  # pyzmq raises ValueError, OSError, UnicodeDecodeError, IndexError...
+            return f"--keys {keys}: {name} is not a key file made by `gmpsim keys` ({type(e).__name__})"
+    return None
+
+
 def _check_security(args, endpoint: str) -> str | None:
-    """Over TCP, CURVE is on unless --insecure says otherwise: a keys directory is required."""
-    if not endpoint.startswith("tcp://"):
-        return f"{endpoint}: expected tcp://ADDR:PORT"
+    """Over TCP, CURVE is on unless --insecure says otherwise: a keys directory is required.
+    --insecure listens on loopback only, unless --insecure-anywhere says otherwise."""
+    where = _tcp_endpoint(endpoint)
+    if isinstance(where, str):
+        return f"{'--listen' if args.cmd == 'coordinator' else '--connect'} {where}"
     if args.insecure:
+        if args.cmd == "coordinator" and not is_loopback(where[0]) and not args.insecure_anywhere:
+            return (f"--insecure on {endpoint}, which is not a loopback address: anyone who can reach it "
+                    "could steer the run; use --keys DIR, or say --insecure-anywhere")
         return None
+    if args.insecure_anywhere:
+        return "--insecure-anywhere goes with --insecure"
     if not args.keys:
         return "--keys DIR is required over TCP (CURVE; make them with `gmpsim keys DIR`), or say --insecure"
-    for name in ("coordinator.key", "agent.key", "coordinator.key_secret" if args.cmd == "coordinator" else "agent.key_secret"):
-        if not os.path.exists(os.path.join(args.keys, name)):
-            return f"--keys {args.keys}: no {name} there (make the keys with `gmpsim keys {args.keys}`)"
-    return None
+    return _check_keys(args.keys, args.cmd)
+
+
+def _warn_insecure(args) -> None:
+    if args.insecure:
+        print("gmpsim: warning: --insecure: no CURVE; any peer that can connect can pose as an agent",
+              file=sys.stderr)
 
 
 def cmd_agent(args) -> int:
     """`gmpsim agent`: the host agent is its own program (python -m worker.agent); this becomes it."""
     err = _check_security(args, args.connect)
+    if err is None and not _HOST_NAME.fullmatch(args.name):
+        err = f"--name {args.name[:40]!r}: expected 1 to 64 of the characters A-Z a-z 0-9 _ . -"
+    if err is None and not (0 < args.wait <= 86400):
+        err = f"--wait {args.wait:g}: expected seconds from 0 to 86400"
     if err:
         print(f"gmpsim: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    argv = [sys.executable, "-m", "worker.agent", "--connect", args.connect, "--name", args.name]
+    _warn_insecure(args)
+    argv = [sys.executable, "-m", "worker.agent", "--connect", args.connect, "--name", args.name,
+            "--give-up", repr(args.wait)]
     argv += ["--insecure"] if args.insecure else ["--keys", args.keys]
     sys.stdout.flush()
     os.execv(sys.executable, argv)
@@ -236,12 +404,27 @@ def cmd_plot(args) -> int:
     except PlotError as e:
         print(f"gmpsim: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (OSError, ValueError) as e:  # --out unwritable (under /proc, a directory, ...)
+        print(f"gmpsim: --out {args.out}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(path)
     return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (loading, writing the report)
+        print("gmpsim: interrupted", file=sys.stderr)
+        return EXIT_ABORTED
+    except BrokenPipeError:  # stdout closed (| head): nothing more to say
+        return EXIT_ABORTED
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.cmd == "clean":
+        return cmd_clean(args)
     if args.cmd in ("run", "coordinator"):
         return cmd_run(args)
     if args.cmd == "agent":

@@ -191,7 +191,9 @@ class Injector:
             self.coord.handle_msg(msg)
 
     def summary(self) -> dict:
-        return {"injected": len(self.records), "by_kind": dict(sorted(self.counts.items())),
+        # Message faults are counted, not listed (a chaos run has thousands): injected counts both.
+        return {"injected": sum(self.counts.values()), "listed": len(self.records),
+                "by_kind": dict(sorted(self.counts.items())),
                 "detected": sum(1 for r in self.records if r["detected_ms"] is not None)}
 
 

@@ -55,6 +55,7 @@ class Outcome:
     fatal_message: str | None = None
     fatal_lines: list[str] = field(default_factory=list)
     reason: str = ""
+    bad_input: str | None = None  # the run could not be set up as asked (a port taken, ...): exit 2
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Recorder:
     bad_frames: int = 0
     bad_events: int = 0
     refused: int = 0  # messages of dead, fenced or stale Ms
+    hello_missing: int = 0  # forked Ms that never said hello (reforked)
     events: int = 0
     pids: dict[int, int] = field(default_factory=dict)  # M id -> pid
     fork_decided: dict[int, float] = field(default_factory=dict)  # M id -> wall time of newm
@@ -153,6 +155,7 @@ class Coordinator:
         self.m_ident: dict[int, bytes] = {}  # M id -> the identity of its last message
         self.watch_seq: dict[int, tuple] = {}  # seq of a watch order -> its pending key
         self.preempt_sent: dict[int, float] = {}  # M id -> when a preemption went unanswered since
+        self.hello_grace: dict[tuple[int, int], float] = {}  # (M, epoch) forked -> extra wait for its hello
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
 
@@ -398,7 +401,17 @@ class Coordinator:
             self.from_m(msg, who[1], ident)
         else:
             host = who[1].split("/")[0]
-            if self.agent_ident.get(host) == ident or msg["t"] == "agent_hello":  # not a dead predecessor
+            if self.agent_ident.get(host) == ident:
+                self.from_agent(msg, host)
+            elif msg["t"] == "agent_hello" and msg["host"] == host:  # not a dead predecessor's message
+                if self.agent_up.get(host) and self.control is None:
+                    # Across hosts: the host's agent is alive and heard; another peer claiming the host
+                    # (forged, or a second agent with the same --name) is refused until that agent
+                    # is cut off (silent for HEARTBEAT_TIMEOUT_S); a restarted agent then rejoins.
+                    self.rec.refused += 1
+                    self.bad_frame(ident, f"agent_hello for host {host}, whose agent is up as "
+                                          f"{self.agent_ident[host]!r}")
+                    return
                 self.from_agent(msg, host)
 
     def from_m(self, msg: dict, mid: int, ident: bytes) -> None:
@@ -426,6 +439,7 @@ class Coordinator:
             return
         if t == "hello":
             self.delivery.done(("fork", mid, msg["epoch"]))
+            self.delivery.done(("hello", mid, msg["epoch"]))
             decided = self.rec.fork_decided.pop(mid, None)
             if decided is not None:
                 self.rec.newm_to_mstart.record(mp.host, time.monotonic() - decided)
@@ -446,7 +460,8 @@ class Coordinator:
         if t == "heartbeat":
             return
         if t == "bye":
-            self.byes[host] = {"processes": msg["processes"], "shm_segments": msg["shm_segments"]}
+            if msg["host"] == host:  # an agent speaks for its own host only
+                self.byes[host] = {"processes": msg["processes"], "shm_segments": msg["shm_segments"]}
             return
         if t == "agent_hello":
             self.agent_rejoined(msg)
@@ -474,6 +489,9 @@ class Coordinator:
         if mp is None or mp.epoch != msg["cepoch"]:
             return
         self.rec.pids[mid] = pid
+        if not mp.started:  # its hello must follow: a peer holding its identity must not stall us silently
+            grace = self.hello_grace.pop((mid, mp.epoch), 0.0) + self.delivery.lost_after_s
+            self.delivery.expect(("hello", mid, mp.epoch), b"", b"", time.monotonic(), mid, grace)
         if mp.pid == 0:
             mp.pid = pid
             if msg["m"] != -1:
@@ -600,11 +618,27 @@ class Coordinator:
                 mp = self.sched.allm.get(key[1])
                 if mp is not None and not mp.started and mp.epoch == key[2]:
                     self.event({"t": "refork", "m": key[1], "cepoch": key[2]}, None)
+            elif key[0] == "hello":
+                self.hello_missing(*key[1:])
         limit = self.delivery.lost_after_s
         for mid, since in list(self.preempt_sent.items()):
             if now - since >= limit:
                 del self.preempt_sent[mid]
                 self.fence(mid, f"lost: no answer to preemption within {self.sc.lost_after_ms:g} ms")
+
+    def hello_missing(self, mid: int, epoch: int) -> None:
+        """A forked M never said hello: its connection may have been refused because another peer
+        took its identity first (the ROUTER hands no identity over). Said, its process ended, and a
+        new incarnation (a new identity) forked in its place."""
+        mp = self.sched.allm.get(mid)
+        if mp is None or mp.started or mp.epoch != epoch:
+            return
+        log.warning("M%d (pid %d) forked but never said hello within %.1fs: its identity %r may be held "
+                    "by another peer; forking a new incarnation", mid, mp.pid, self.delivery.lost_after_s,
+                    m_identity(mid, epoch))
+        self.rec.hello_missing += 1
+        self.signal_m(mp, signal.SIGKILL)
+        self.event({"t": "refork", "m": mid, "cepoch": epoch}, None)
 
     def fence(self, mid: int, why: str) -> None:
         """Declare M mid lost: the core takes back what it held; its incarnation is refused from now
@@ -660,6 +694,7 @@ class Coordinator:
                                  spinning=e.spinning, template=e.template)
                 if self.inject.plan.has_fork_faults:
                     spec = self.inject.on_fork(spec)
+                self.hello_grace[(e.m, e.epoch)] = self.fork_grace(spec)
                 if e.forker is not None and e.forker == requester:
                     forks_for_reply.append(spec)
                     self.delivery.expect(("fork", e.m, e.epoch), b"", b"", now, e.m, self.fork_grace(spec))
@@ -765,8 +800,12 @@ class Coordinator:
                     who, msg = parse_identity(ident), decode(frame)
                 except ProtocolError:
                     continue
-                if who[0] == "agent" and msg["t"] == "bye":
+                if who[0] == "agent" and msg["t"] == "bye" and self.registered_agent(ident, msg["host"]):
                     self.byes[msg["host"]] = {"processes": msg["processes"], "shm_segments": msg["shm_segments"]}
+
+    def registered_agent(self, ident: bytes, host: str) -> bool:
+        """Is ident the current agent of host (welcomed)? Anything else changes nothing."""
+        return self.agent_ident.get(host) == ident and ident.startswith(b"agent:" + host.encode() + b"/")
 
     def close(self) -> None:
         for fd in list(self.agent_fds):

@@ -51,6 +51,7 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
         },
         "protocol": {"events": rec.events if rec else 0, "bad_frames": rec.bad_frames if rec else 0,
                      "bad_events": rec.bad_events if rec else 0, "refused": rec.refused if rec else 0,
+                     "hello_missing": rec.hello_missing if rec else 0,
                      "resent": coord.delivery.resent if coord else 0,
                      "duplicates": coord.delivery.duplicates if coord else 0},
         "faults": coord.inject.records if coord else [],
@@ -60,7 +61,9 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
         "invariants": {"checked": coord.invariants["checked"] if coord else 0,
                        "violations": coord.invariants["violations"][:20] if coord else []},
         "deaths": rec.deaths if rec else [],
-        "leaks": {"processes": leaks["processes"], "shm_segments": leaks["shm_segments"]},
+        # unknown_hosts: hosts that could not say what they left (cut off, agent killed): not 0, unknown
+        "leaks": {"processes": leaks["processes"], "shm_segments": leaks["shm_segments"],
+                  "unknown_hosts": leaks.get("unknown_hosts", [])},
         "threads": sorted(rec.threads.values(), key=lambda t: t["m"]) if rec else [],
         "wall_s": round(wall_s, 3),
         "run_s": round(coord.run_s, 3) if coord is not None else 0.0,
@@ -109,7 +112,9 @@ def summary(report: dict, out_dir: str) -> str:
         ("startm", f"{sm['calls']} calls ({callers}); newm {sm['newm']}, mget {sm['mget']}"),
         ("newm→mstart µs", p(lat["newm_to_mstart"])),
         ("wake→running µs", p(lat["notewakeup_to_running"])),
-        ("leaks", f"processes {report['leaks']['processes']}  shm {report['leaks']['shm_segments']}"),
+        ("leaks", f"processes {report['leaks']['processes']}  shm {report['leaks']['shm_segments']}"
+                  + (f"  unknown on {', '.join(report['leaks']['unknown_hosts'])}"
+                     if report["leaks"].get("unknown_hosts") else "")),
         ("wall", f"{report['wall_s']:.2f} s"),
         ("output", out_dir),
     ]

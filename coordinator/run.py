@@ -31,8 +31,14 @@ AGENT_MODULE = "worker.agent"  # run by name, as `python -m worker.agent`: coord
 SHUTDOWN_WAIT_S = 10.0  # an agent ends its Ms (SIGTERM, SIGKILL after 1 s) and unlinks its arena
 
 
+class _SetupError(Exception):
+    """The run could not be set up as asked (bad input: exit 2)."""
+
+
 def _agent_main(argv: list[str]) -> None:
     """The agent process's entry: `python -m worker.agent ARGV`, in a fork of this process."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the coordinator's handler (the agent sets its own)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.argv = [AGENT_MODULE, *argv]
     runpy.run_module(AGENT_MODULE, run_name="__main__", alter_sys=True)
 
@@ -145,12 +151,14 @@ def remote_leaks(coord) -> dict:
     """Across hosts each agent counts what it left behind and says so in its goodbye; an agent that
     never said goodbye counts as one process left."""
     if coord is None:
-        return {"processes": 0, "shm_segments": 0, "pids": [], "segments": []}
+        return {"processes": 0, "shm_segments": 0, "pids": [], "segments": [], "unknown_hosts": []}
     procs = sum(b["processes"] for b in coord.byes.values())
     shm = sum(b["shm_segments"] for b in coord.byes.values())
     silent = [h for h, up in coord.agent_up.items() if up and h not in coord.byes]
+    # A host cut off (or whose agent was killed) and never back cannot say what it left: unknown.
+    unknown = sorted(h for h in coord.agent_up if h not in coord.byes)
     return {"processes": procs + len(silent), "shm_segments": shm, "pids": [], "segments": [],
-            "silent_hosts": silent}
+            "silent_hosts": silent, "unknown_hosts": unknown}
 
 
 def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, hosts: int = 1,
@@ -204,7 +212,11 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     coord = None
     out = Outcome("aborted", reason="did not start")
     try:
-        with open(os.path.join(out_dir, "schedtrace.log"), "w") as trace:
+        try:
+            trace = open(os.path.join(out_dir, "schedtrace.log"), "w")
+        except OSError as e:
+            raise _SetupError(f"{out_dir}: {e.strerror}") from e
+        with trace:
             coord = Coordinator(sc, endpoint, ctx, trace, stop_flag=lambda: bool(interrupted),
                                 observers=[*observers, *([tracer] if sc.trace else [])],
                                 agents=agents if listen is None else None,
@@ -213,12 +225,21 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
                 log.info("listening on %s (%s); waiting for %d host agent(s)", listen,
                          "CURVE" if curve else "insecure: plain TCP", hosts)
             coord.wait_agents(hosts, timeout_s=None if listen else 10.0)
-            coord.start()
+            try:
+                coord.start()
+            except OSError as e:  # what the machine refused while setting up (a metrics port taken, ...)
+                raise _SetupError(getattr(e, "strerror", None) or str(e)) from e
             out = coord.run(sc.time_limit_s)
-            coord.finish()
+            try:
+                coord.finish()
+            except OSError as e:  # trace.json unwritable (the directory changed mid-run): the run stands
+                log.error("could not finish the run's files: %s", e)
     except RuntimeError as e:
         out = Outcome("aborted", reason=str(e))
         log.error("%s", e)
+    except _SetupError as e:
+        out = Outcome("aborted", reason=str(e), bad_input=str(e))
+        log.error("run could not be set up: %s", e)
     finally:
         try:
             told = set()

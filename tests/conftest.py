@@ -8,6 +8,7 @@ import time
 import pytest
 
 from coordinator.procfs import processes
+from protocol.owner import owner_alive, owner_of
 
 # Every frame a coordinator of the tests sends is checked against the catalogue too (outside the
 # tests its hot replies are packed unchecked, for speed).
@@ -24,7 +25,18 @@ def _our_processes() -> set[int]:
 
 
 def _our_segments() -> set[str]:
-    return {n for n in os.listdir(SHM_DIR) if n.startswith("gmpsim-")}
+    """gmpsim segments, but not those of a live owner outside this pytest (another helper's suite
+    running on the same machine): a segment names its owner (protocol/owner.py)."""
+    ours = _our_processes() | {os.getpid()}
+    out = set()
+    for n in os.listdir(SHM_DIR):
+        if not n.startswith("gmpsim-"):
+            continue
+        owner = owner_of(n)
+        if owner is not None and owner[0] not in ours and owner_alive(n):
+            continue  # someone else's run, still going
+        out.add(n)
+    return out
 
 
 @pytest.fixture(autouse=True)

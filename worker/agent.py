@@ -38,7 +38,7 @@ RESEND_S = 0.05
 HELLO_AGAIN_S = 1.0  # until welcomed
 HEARTBEAT_S = 0.5  # across hosts
 HEARTBEAT_TIMEOUT_S = 3.0  # the coordinator fences a host silent this long; we rejoin afresh
-GIVE_UP_S = 60.0  # a remote agent with no coordinator at all this long exits (code 3)
+GIVE_UP_S = 60.0  # a remote agent with no coordinator this long exits: 2 if it never got one, else 3
 NOT_OUR_CHILD = -256  # mexited.status when the exit status is not ours to read
 
 
@@ -50,7 +50,8 @@ def _die_with_parent() -> None:
 
 class Agent:
     def __init__(self, endpoint: str, host: str, run_id: str, slots: int, slot_size: int,
-                 guardian_pid: int, adopt: bool, curve=None, remote: bool = False):
+                 guardian_pid: int, adopt: bool, curve=None, remote: bool = False,
+                 give_up_s: float = GIVE_UP_S):
         self.endpoint, self.host, self.run_id = endpoint, host, run_id
         self.guardian_pid = guardian_pid
         self.curve = curve  # CURVE client keys (TCP), shared by the Ms this agent forks
@@ -58,6 +59,8 @@ class Agent:
         self.last_heard = time.monotonic()
         self.next_beat = 0.0
         self.welcomed = False
+        self.ever_welcomed = False  # never: the coordinator is unreachable (bad input, exit 2)
+        self.give_up_s = give_up_s
         name = arena_name(run_id, host)
         self.arena = (Arena.attach(name, readonly=False, slot_size=slot_size) if adopt
                       else Arena.create(name, slots, slot_size))
@@ -121,6 +124,10 @@ class Agent:
                 self.report_exit(mid, pid)
             self.resend()
             if self.beat() == "gone":
+                if not self.ever_welcomed:
+                    print(f"gmpsim agent: no coordinator answered at {self.endpoint} within "
+                          f"{self.give_up_s:g}s", file=sys.stderr)
+                    raise SystemExit(2)
                 raise SystemExit(3)
 
     def beat(self) -> str | None:
@@ -131,8 +138,8 @@ class Agent:
         if not self.welcomed:
             if now >= self.next_hello:
                 self.hello()
-            if self.remote and now - self.last_heard > GIVE_UP_S:
-                log.error("agent %s: no coordinator for %.0fs; giving up", self.host, GIVE_UP_S)
+            if self.remote and now - self.last_heard > self.give_up_s:
+                log.error("agent %s: no coordinator for %.0fs; giving up", self.host, self.give_up_s)
                 return "gone"
             return None
         if not self.remote:
@@ -200,7 +207,7 @@ class Agent:
             self.cfg = HostConfig(endpoint=self.endpoint, host=self.host, guardian_pid=self.guardian_pid,
                                   arena=self.arena, programs=msg["programs"],
                                   timescale=msg["timescale"], curve=self.curve, **msg["config"])
-            self.welcomed = True
+            self.welcomed = self.ever_welcomed = True
             gc.freeze()
         elif t == "newosproc":  # newm1 from the template thread (or for sysmon's newm)
             self.on_newosproc(msg["fork"])
@@ -317,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guardian-pid", type=int, default=os.getppid(),
                     help="the process whose death ends every M of this host (the coordinator)")
     ap.add_argument("--adopt", action="store_true", help="take over the arena of an agent that died")
+    ap.add_argument("--give-up", type=float, default=GIVE_UP_S, help="seconds without a coordinator before exiting")
     args = ap.parse_args(argv)
     remote = args.endpoint.startswith("tcp://")
     curve = None
@@ -349,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, on_term)
     agent = Agent(args.endpoint, args.host, run_id, args.slots, args.slot_size,
-                  args.guardian_pid, args.adopt, curve=curve, remote=remote)
+                  args.guardian_pid, args.adopt, curve=curve, remote=remote, give_up_s=args.give_up)
     code = 0
     try:
         agent.run()
