@@ -46,6 +46,8 @@ M_TYPES = frozenset({"hello", "woken", "entersyscall", "exitsyscall", "entersysc
 AGENT_TYPES = frozenset({"agent_hello", "mexited", "forked", "forkfail", "ack", "heartbeat", "bye"})
 HEARTBEAT_S = 0.5  # to remote agents
 HEARTBEAT_TIMEOUT_S = 3.0  # a remote host silent this long is cut off: its Ms are fenced
+MAX_QUICK_RESTARTS = 3  # a local agent that dies this many times in a row before its hello: give up
+SOCKET_CHECK_S = 1.0  # how often a local run checks that its ipc socket file is still there
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Recorder:
     bad_events: int = 0
     refused: int = 0  # messages of dead, fenced or stale Ms
     hello_missing: int = 0  # forked Ms that never said hello (reforked)
+    agent_restarts: list[dict] = field(default_factory=list)  # every host agent restarted mid-run
     events: int = 0
     pids: dict[int, int] = field(default_factory=dict)  # M id -> pid
     fork_decided: dict[int, float] = field(default_factory=dict)  # M id -> wall time of newm
@@ -155,6 +158,7 @@ class Coordinator:
         self.m_ident: dict[int, bytes] = {}  # M id -> the identity of its last message
         self.watch_seq: dict[int, tuple] = {}  # seq of a watch order -> its pending key
         self.preempt_sent: dict[int, float] = {}  # M id -> when a preemption went unanswered since
+        self.next_socket_check = 0.0
         self.hello_grace: dict[tuple[int, int], float] = {}  # (M, epoch) forked -> extra wait for its hello
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
@@ -326,6 +330,10 @@ class Coordinator:
             if self.done:
                 break
             now = time.monotonic()
+            if now >= self.next_socket_check:
+                self.check_socket(now)
+                if self.done:
+                    break
             self.inject.tick(now)
             self.deliveries(now)
             if self.remote:
@@ -336,6 +344,17 @@ class Coordinator:
                 self.event({"t": "sysmon"}, None)
                 self.arm_sysmon()
         return self.out
+
+    def check_socket(self, now: float) -> None:
+        """A local run's ipc socket file removed (by hand, a tmp cleaner): no new M could ever
+        connect; say so and stop instead of stalling."""
+        self.next_socket_check = now + SOCKET_CHECK_S
+        path = self.endpoint[len("ipc://"):] if self.endpoint.startswith("ipc://") else ""
+        if path and not path.startswith("@") and not os.path.exists(path):
+            msg = f"the run's socket {path} was removed: new Ms cannot connect"
+            log.error("%s", msg)
+            self.out = Outcome("aborted", reason=msg)
+            self.done = True
 
     def _recv(self) -> tuple[bytes, bytes | None]:
         parts = self.sock.recv_multipart()
@@ -545,7 +564,16 @@ class Coordinator:
                                               f"fatal error: {msg}"], reason="fatal error")
             self.done = True
             return
+        restarts = [r for r in self.rec.agent_restarts if r["host"] == host]
+        if len(restarts) >= MAX_QUICK_RESTARTS and all(not r["hello"] for r in restarts[-MAX_QUICK_RESTARTS:]):
+            msg = f"host agent {host} keeps dying before its hello ({len(restarts)} restarts)"
+            log.error("%s (is /dev/shm full?)", msg)
+            self.out = Outcome("aborted", reason=msg)
+            self.done = True
+            return
         pid = self.control.restart(host)
+        self.rec.agent_restarts.append({"host": host, "time_ms": self.go_ms(), "pid": pid, "hello": False,
+                                        "why": "killed by a fault" if rec is not None else "died"})
         log.warning("host agent %s died; restarted it (pid %d)", host, pid)
         if rec is not None:
             rec["recovery"] = f"agent restarted (pid {pid}), arena adopted"
@@ -560,7 +588,8 @@ class Coordinator:
         """A restarted agent: welcome it, and have it watch every live M of its host. An agent of a
         host that was cut off rejoins as a fresh host (its Ms were fenced; its arena is empty)."""
         host = msg["host"]
-        if self.agent_ident.get(host) == msg["_from"] and self.agent_up.get(host):
+        old_ident = self.agent_ident.get(host)
+        if old_ident == msg["_from"] and self.agent_up.get(host):
             if not self.agent_spoke.get(host):
                 return  # a hello resent before our welcome reached it
             # Welcomed, and it has spoken since: it heard nothing from us for its timeout, ended its
@@ -568,6 +597,9 @@ class Coordinator:
             # Ms are gone without a report: cut it off now, then take it back as a fresh host.
             self.cut_off(host, "said hello again (it had cut itself off)")
         fresh = host not in self.sched.hosts
+        for r in self.rec.agent_restarts:
+            if r["host"] == host and r["pid"] == msg["pid"]:
+                r["hello"] = True
         self.agent_joined(msg, msg["_from"])
         self.welcome(host)
         if fresh:
@@ -579,6 +611,12 @@ class Coordinator:
             if not mp.virtual and mp.host == host and mp.pid:
                 self.watch(mp, mp.pid)
                 n += 1
+        # Signal orders its predecessor may never have carried out go to it (after the watches:
+        # an agent signals only Ms it watches).
+        for key, p in self.delivery.pending.items():
+            if key[0] == "signal" and p.identity == old_ident:
+                p.identity = msg["_from"]
+                p.resend_at = 0.0
         rec = getattr(self, "kill_rec", None)
         if rec is not None and rec.get("recovery"):
             rec["recovery"] += f", {n} Ms watched again"
@@ -602,8 +640,16 @@ class Coordinator:
         self.event({"t": "hostlost", "host": host}, None)
 
     def signal_m(self, mp, sig: int) -> None:
+        """A signal order to the M's host agent, resent until acknowledged: an order sent while the
+        agent is being restarted reaches its successor (agent_rejoined re-addresses it)."""
         if mp.pid:
-            self.send_agent(mp.host, "signal", m=mp.id, pid=mp.pid, sig=int(sig))
+            if sig == signal.SIGCONT:  # a SIGSTOP still being resent must not come after its SIGCONT
+                for key in [k for k in self.delivery.pending if k[0] == "signal" and k[2:] == (mp.id, signal.SIGSTOP)]:
+                    self.delivery.done(key)
+            frame = self.send_agent(mp.host, "signal", m=mp.id, pid=mp.pid, sig=int(sig))
+            key = ("signal", self.seq, mp.id, int(sig))
+            self.watch_seq[self.seq] = key
+            self.delivery.expect(key, self.agent_ident[mp.host], frame, time.monotonic(), mp.id)
 
     # --- delivery -----------------------------------------------------------------------------------
 

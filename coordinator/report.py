@@ -54,6 +54,7 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
                      "hello_missing": rec.hello_missing if rec else 0,
                      "resent": coord.delivery.resent if coord else 0,
                      "duplicates": coord.delivery.duplicates if coord else 0},
+        "agent_restarts": rec.agent_restarts if rec else [],  # host agents restarted mid-run
         "faults": coord.inject.records if coord else [],
         "faults_summary": coord.inject.summary() if coord else {},
         "recovery_policy": "a dead or fenced M's goroutine is requeued on the global run queue and its "

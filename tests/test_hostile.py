@@ -386,3 +386,80 @@ def test_wire_refuses_sizes_beyond_the_run():
             decode(msgpack.packb(msg))
     with pytest.raises(ProtocolError):
         encode("newproc", 1, 1, m=1, g=1, pos={"pc": 0, "loops": [], "left": 0}, prog="w", n=MAX_GO + 1)
+
+
+def test_squatted_m_identities_do_not_stall_silently(tmp_path):
+    """--insecure: a peer takes the identities of Ms before they connect (the ROUTER refuses the
+    real M then). Each such M is killed and forked again under a new incarnation, said in the log;
+    the run ends ok."""
+    port = _free_port()
+    out = tmp_path / "run"
+    ctx = zmq.Context()
+    squatters = []
+    for mid in range(2, 6):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.ROUTING_ID, b"m%d.1" % mid)
+        s.connect(f"tcp://127.0.0.1:{port}")
+        squatters.append(s)
+    coord = subprocess.Popen([*GMPSIM, "coordinator", "steady", "--listen", f"tcp://127.0.0.1:{port}", "--insecure",
+                              "--out", str(out), "--no-progress", "--set", "timescale=50"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    agent = subprocess.Popen([*GMPSIM, "agent", "--connect", f"tcp://127.0.0.1:{port}", "--name", "a", "--insecure"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for s in squatters:  # connected (and so holding the identity) before any M exists
+            s.send(b"")
+        stdout, stderr = coord.communicate(timeout=120)
+        agent.wait(30)
+    finally:
+        for p in (coord, agent):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for s in squatters:
+            s.close(0)
+        ctx.term()
+    rep = json.load(open(out / "report.json"))
+    assert coord.returncode == 0, stderr[-3000:]
+    assert rep["goroutines"]["lost"] == 0
+    assert rep["protocol"]["hello_missing"] >= 1, "no identity was squatted: the test could not fail"
+    assert "never said hello" in (out / "gmpsim.log").read_text()
+
+
+def test_deleted_ipc_socket_stops_the_run_with_a_message(tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.Popen([*GMPSIM, "run", "steady", "--out", str(out), "--no-progress"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        socks = []
+        while not socks and time.monotonic() < deadline:
+            socks = [os.path.join("/tmp", d, "sched.sock") for d in os.listdir("/tmp")
+                     if d.startswith(f"gmpsim-{p.pid}.") and os.path.exists(os.path.join("/tmp", d, "sched.sock"))]
+            time.sleep(0.05)
+        assert socks
+        time.sleep(0.5)
+        os.unlink(socks[0])
+        stdout, stderr = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 3, stderr[-2000:]
+    assert "was removed: new Ms cannot connect" in stdout
+    rep = json.load(open(out / "report.json"))
+    assert rep["leaks"] == {"processes": 0, "shm_segments": 0, "unknown_hosts": []}
+
+
+def test_kill_m_at_the_moment_of_an_agent_restart_is_carried_out(tmp_path):
+    """kill-template and kill-m at the same Go time: the kill order sent to the dying agent reaches
+    its successor; the fault is detected on its own victim, and the restart is in the report."""
+    r = gmpsim("run", "steady", "--fault", "kill-template:at=20ms", "--fault", "kill-m:at=20ms,target=random:running",
+               out_dir=tmp_path / "run")
+    assert r.code == 0, r.stderr[-2000:] + r.stdout
+    rep = r.report
+    (kill,) = [f for f in rep["faults"] if f["kind"] == "kill-m"]
+    assert kill["victim"] is not None and kill["detected_ms"] is not None, kill
+    assert any(d["m"] == kill["victim"] for d in rep["deaths"])
+    assert len(rep["agent_restarts"]) == 1 and rep["agent_restarts"][0]["hello"]

@@ -220,6 +220,7 @@ class Agent:
                     os.kill(msg["pid"], msg["sig"])
                 except ProcessLookupError:
                     pass
+            self.send("ack", re=msg["seq"])  # carried out (or moot): the coordinator stops resending
         elif t == "stackfree":
             if msg["m"] in self.pids:  # freeWait must have been 0: the owner's process is gone
                 log.error("agent %s: stackfree of slot %d while M%d (pid %d) still runs",
