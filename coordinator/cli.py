@@ -10,6 +10,7 @@ import dataclasses
 import os
 import re
 import shlex
+import signal
 import sys
 import time
 
@@ -182,16 +183,24 @@ def cmd_run(args) -> int:
         remote = dict(listen=args.listen, hosts=args.hosts, keys=None if args.insecure else args.keys,
                       placement=args.placement)
         _warn_insecure(args)
+    old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
-        report, out = run_scenario(sc, out_dir, make_observers, **remote)
+        report, out = run_scenario(sc, out_dir, make_observers, restore_signals=False, **remote)
     except zmq_error() as e:  # the listen address cannot be bound (in use, not ours, no such host)
-        print(f"gmpsim: --listen {args.listen}: {e}", file=sys.stderr)
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        print(f"gmpsim: --listen {getattr(args, 'listen', '?')}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:  # finished() closes them; this is for a run that ended before it could
         for o in observers:
             o.close()
         lock.close()
     written_to = write_results(report, out_dir)
+    # The run is over and its report safe: what is left (the summary, the interpreter's exit) is
+    # quick. Ignored rather than restored, or a Ctrl-C during the interpreter's shutdown (which
+    # resets Python-level handlers to the default) ends the process by SIGINT, not with our code.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if written_to != out_dir:  # the output directory went away mid-run: said where instead
         if written_to is not None:
             print(summary(report, written_to))
@@ -412,6 +421,9 @@ def cmd_plot(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command (argv None: sys.argv). Called in-process with argv, it leaves the caller's
+    signal handlers as they were."""
+    saved = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (loading, writing the report)
@@ -419,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ABORTED
     except BrokenPipeError:  # stdout closed (| head): nothing more to say
         return EXIT_ABORTED
+    finally:
+        if argv is not None:
+            signal.signal(signal.SIGINT, saved[0])
+            signal.signal(signal.SIGTERM, saved[1])
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -162,7 +162,8 @@ def remote_leaks(coord) -> dict:
 
 
 def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, hosts: int = 1,
-                 keys: str | None = None, placement: str = "least-loaded") -> tuple[dict, object]:
+                 keys: str | None = None, placement: str = "least-loaded",
+                 restore_signals: bool = True) -> tuple[dict, object]:
     """Run scenario `sc`, writing report.json, schedtrace.log, gmpsim.log and trace.json into out_dir;
     returns the report and the loop's Outcome
     (and threads.png when matplotlib is installed). `observers` (loop.Observer) watch every step:
@@ -280,7 +281,9 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
                 log.warning("threads.png not written: %s", e)
     log.info("run %s ended: %s%s", run_id, out.outcome, f" ({out.fatal_message})" if out.fatal_message else "")
     _teardown_logging(root)
-    # Restored only now: a second Ctrl-C while the picture is drawn must not lose the report.
-    signal.signal(signal.SIGINT, old_int)
-    signal.signal(signal.SIGTERM, old_term)
+    # Restored only now (or by the caller, once it has written the report: restore_signals False):
+    # a second Ctrl-C while the picture is drawn must not lose the report.
+    if restore_signals:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
     return report, out
