@@ -272,7 +272,9 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
         out = Outcome("aborted", reason="interrupted")
     wall_s = time.monotonic() - wall0
     report = build_report(sc, coord, out, leaks, wall_s)
-    if tracer.written:
+    if tracer.written and interrupted:  # Ctrl-C / SIGTERM: out quickly (matplotlib takes seconds)
+        log.info("threads.png not drawn (interrupted); `gmpsim plot %s` draws it", out_dir)
+    elif tracer.written:
         from .plot import have_matplotlib, plot_run
         if have_matplotlib():
             try:

@@ -335,11 +335,15 @@ def _run_forged(tmp_path, keys=None):
                       dict(slots=5, slot_size=8192)):
             seq += 1
             s.send(_raw("agent_hello", seq, 424242, host="a", pid=424242, arena="gmpsim-x", **hello))
-        seq += 1
-        s.send(encode("bye", seq, 424242, host="a", processes=999, shm_segments=999))
         _, m = _forger(port, b"m1.1", curve)
         m.send(encode("goexit", 1, 1, m=1, g=1, pos={"pc": 99, "loops": [], "left": 0}))
-        stdout, stderr = coord.communicate(timeout=90)
+        # forged goodbyes all along, through the coordinator's shutdown (collect_byes)
+        deadline = time.monotonic() + 90
+        while coord.poll() is None and time.monotonic() < deadline:
+            seq += 1
+            s.send(_raw("bye", seq, 424242, host="a", processes=999, shm_segments=999))
+            time.sleep(0.02)
+        stdout, stderr = coord.communicate(timeout=30)
         agent.wait(30)
         m.close(0)
     finally:
@@ -501,3 +505,68 @@ def test_shm_room_says_when_dev_shm_is_full(tmp_path):
         assert shm_room("/dev/shm") is None
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_sigkilled_remote_agent_leaks_are_unknown_then_cleaned(tmp_path):
+    """A remote agent SIGKILLed: the report says its host's leftovers are unknown (not 0); the next
+    agent started on that host removes the arena it left (its owner is dead)."""
+    port = _free_port()
+    out = tmp_path / "run"
+    coord = subprocess.Popen([*GMPSIM, "coordinator", "steady", "--listen", f"tcp://127.0.0.1:{port}", "--insecure",
+                              "--out", str(out), "--no-progress", "--set", "time_limit_s=8"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    agent = subprocess.Popen([*GMPSIM, "agent", "--connect", f"tcp://127.0.0.1:{port}", "--name", "a", "--insecure"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        arena = []
+        while not arena and time.monotonic() < deadline:
+            arena = [n for n in os.listdir("/dev/shm") if n.startswith(f"gmpsim-{agent.pid}.")]
+            time.sleep(0.05)
+        assert arena
+        time.sleep(1.0)
+        agent.kill()
+        agent.wait(10)
+        try:
+            stdout, stderr = coord.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("coordinator still running:\n" + (out / "gmpsim.log").read_text()[-3000:])
+    finally:
+        for p in (coord, agent):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    rep = json.load(open(out / "report.json"))
+    assert rep["leaks"]["unknown_hosts"] == ["a"], rep["leaks"]
+    assert "unknown on a" in stdout
+    # (Any gmpsim start may remove it first, a parallel suite's too: its owner is dead.)
+    r = gmpsim("agent", "--connect", f"tcp://127.0.0.1:{_free_port()}", "--name", "a", "--insecure", "--wait", "0.5")
+    assert r.code == 2
+    assert not os.path.exists(os.path.join("/dev/shm", arena[0]))
+
+
+def test_sigterm_works_with_the_busiest_fault_plan_allowed(tmp_path):
+    """The shortest period allowed with a tiny probability keeps the planner busiest: SIGTERM still
+    ends the run at once (exit 3, report written)."""
+    out = tmp_path / "run"
+    p = subprocess.Popen([*GMPSIM, "run", "steady", "--fault", "kill-m:every=1us,p=0.0000001", "--out", str(out),
+                          "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while "joined" not in ((out / "gmpsim.log").read_text() if (out / "gmpsim.log").exists() else "") \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 3 and time.monotonic() - t0 < 10, stderr[-2000:]
+    assert json.load(open(out / "report.json"))["outcome"] == "aborted"
+
+
+def test_safe_name_keeps_the_file_system_safe():
+    from coordinator.scenario import safe_name
+    assert safe_name("/tmp/abs") == "_tmp_abs"
+    assert safe_name("../../x") == "_.._x"
+    assert safe_name("é" * 200) == "_"
+    assert safe_name("...") == "scenario" and safe_name("steady") == "steady"
+    assert len(safe_name("a" * 300)) == 64
