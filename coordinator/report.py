@@ -62,9 +62,9 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
         "invariants": {"checked": coord.invariants["checked"] if coord else 0,
                        "violations": coord.invariants["violations"][:20] if coord else []},
         "deaths": rec.deaths if rec else [],
-        # unknown_hosts: hosts that could not say what they left (cut off, agent killed): not 0, unknown
+        # + unknown_hosts, when some host could not say what it left (cut off, its agent killed)
         "leaks": {"processes": leaks["processes"], "shm_segments": leaks["shm_segments"],
-                  "unknown_hosts": leaks.get("unknown_hosts", [])},
+                  **({"unknown_hosts": leaks["unknown_hosts"]} if leaks.get("unknown_hosts") else {})},
         "threads": sorted(rec.threads.values(), key=lambda t: t["m"]) if rec else [],
         "wall_s": round(wall_s, 3),
         "run_s": round(coord.run_s, 3) if coord is not None else 0.0,
