@@ -1,8 +1,9 @@
 """Names whose owner can be checked: what a run leaves on the file system says who made it.
 
 Shared-memory arenas (``/dev/shm/gmpsim-<run>-<host>``) and private run directories
-(``/tmp/gmpsim-<owner>.<random>``) carry their owner's pid and start time (clock ticks since
-boot, /proc/<pid>/stat field 22) at the front: ``gmpsim-<pid>.<start>.``. A pid alone is not
+(``/tmp/gmpsim-<owner>_<random>``) carry their owner's pid and start time (clock ticks since
+boot, /proc/<pid>/stat field 22) at the front: ``gmpsim-<pid>_<start>_`` (a run id stays a
+``\w+`` word). A pid alone is not
 enough (pids are reused); pid and start time together name one process for the machine's uptime.
 So a later start, or `gmpsim clean`, can tell a dead owner's leftovers (removed) from a live run's
 (left alone), and says "unknown" for names it cannot read (an older gmpsim's, another tool's).
@@ -16,7 +17,7 @@ import tempfile
 
 PREFIX = "gmpsim-"
 SHM_DIR = "/dev/shm"
-_OWNED = re.compile(r"gmpsim-([1-9][0-9]{0,9})\.([0-9]{1,20})\.")
+_OWNED = re.compile(r"gmpsim-([1-9][0-9]{0,9})_([0-9]{1,20})_")
 
 
 _RUN_UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
@@ -41,8 +42,8 @@ def arena_name(run_id: str, host: str) -> str:
 
 
 def new_run_id() -> str:
-    """``<pid>.<start>.<random>``: a fresh run id that names this process as its owner."""
-    return f"{owner_tag()}.{os.urandom(4).hex()}"
+    """``<pid>_<start>_<random>``: a fresh run id that names this process as its owner."""
+    return f"{owner_tag()}_{os.urandom(4).hex()}"
 
 
 def start_time(pid: int) -> int | None:
@@ -61,9 +62,9 @@ def start_time(pid: int) -> int | None:
 
 
 def owner_tag(pid: int | None = None) -> str:
-    """``<pid>.<start>`` of this process (or of pid): the front of every name it makes."""
+    """``<pid>_<start>`` of this process (or of pid): the front of every name it makes."""
     pid = os.getpid() if pid is None else pid
-    return f"{pid}.{start_time(pid) or 0}"
+    return f"{pid}_{start_time(pid) or 0}"
 
 
 def owner_of(name: str) -> tuple[int, int] | None:

@@ -31,9 +31,9 @@ _M_IDENTITY = re.compile(rb"m(0|[1-9][0-9]{0,18})\.(0|[1-9][0-9]{0,18})")
 
 
 def make_rundir(base: str | None = None) -> str:
-    """Create a private (0700) run directory ``gmpsim-<pid>.<start>.*`` under ``base`` (default:
+    """Create a private (0700) run directory ``gmpsim-<pid>_<start>_*`` under ``base`` (default:
     tmp), named after this process so that it can be removed once its owner is dead (owner.py)."""
-    rundir = tempfile.mkdtemp(prefix=f"gmpsim-{owner_tag()}.", dir=base)
+    rundir = tempfile.mkdtemp(prefix=f"gmpsim-{owner_tag()}_", dir=base)
     os.chmod(rundir, 0o700)  # mkdtemp already does; say it where it matters
     return rundir
 

@@ -24,9 +24,28 @@ def _our_processes() -> set[int]:
     return {p for p, (state, _, pgrp) in processes().items() if pgrp == pgid and state != "Z" and p != me}
 
 
+def _mapped_elsewhere(names: set[str], ours: set[int]) -> set[str]:
+    """Those of names that a live process outside this pytest has mapped (/proc/<pid>/maps)."""
+    found: set[str] = set()
+    paths = {os.path.join(SHM_DIR, n): n for n in names}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) in ours:
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                text = f.read()
+        except OSError:
+            continue
+        for path, name in paths.items():
+            if path in text:
+                found.add(name)
+    return found
+
+
 def _our_segments() -> set[str]:
-    """gmpsim segments, but not those of a live owner outside this pytest (another helper's suite
-    running on the same machine): a segment names its owner (protocol/owner.py)."""
+    """gmpsim segments, but not another pytest's (a helper's suite on the same machine): not one
+    whose name says its owner is a live process outside this pytest (protocol/owner.py), nor, for a
+    name that does not say, one that such a process has mapped."""
     ours = _our_processes() | {os.getpid()}
     out = set()
     for n in os.listdir(SHM_DIR):
@@ -36,7 +55,8 @@ def _our_segments() -> set[str]:
         if owner is not None and owner[0] not in ours and owner_alive(n):
             continue  # someone else's run, still going
         out.add(n)
-    return out
+    unnamed = {n for n in out if owner_of(n) is None}
+    return out - _mapped_elsewhere(unnamed, ours) if unnamed else out
 
 
 @pytest.fixture(autouse=True)

@@ -228,7 +228,7 @@ def test_sigterm_at_start_up_leaves_nothing(tmp_path, delay):
     # -15: the signal came before the coordinator's handler (nothing made yet); 3: interrupted
     assert p.returncode in (3, -signal.SIGTERM), p.returncode
     left = {n for n in os.listdir("/dev/shm") if n.startswith("gmpsim-")} - before
-    left = {n for n in left if owner_alive(n) is False or n.split("-")[1].startswith(str(p.pid) + ".")}
+    left = {n for n in left if owner_alive(n) is False or n.split("-")[1].startswith(str(p.pid) + "_")}
     assert not left
     if (out / "report.json").exists():
         assert json.load(open(out / "report.json"))["leaks"]["shm_segments"] == 0
@@ -242,7 +242,7 @@ def test_gmpsim_clean_removes_what_dead_owners_left(tmp_path):
     dead_run = dead.communicate()[0].strip()
     dead_shm = os.path.join("/dev/shm", arena_name(dead_run, "local"))
     open(dead_shm, "w").close()
-    dead_dir = f"/tmp/gmpsim-{dead_run}.x"
+    dead_dir = f"/tmp/gmpsim-{dead_run}_x"
     os.makedirs(dead_dir)
     live_shm = os.path.join("/dev/shm", arena_name(new_run_id(), "local"))
     open(live_shm, "w").close()
@@ -268,7 +268,7 @@ def test_a_run_removes_what_a_sigkilled_run_left(tmp_path):
     p = subprocess.Popen([*GMPSIM, "run", "steady", "--out", str(tmp_path / "a"), "--no-progress"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 20
-    mine = lambda: [n for n in os.listdir("/dev/shm") if n.startswith(f"gmpsim-{p.pid}.")]
+    mine = lambda: [n for n in os.listdir("/dev/shm") if n.startswith(f"gmpsim-{p.pid}_")]
     while not mine() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
@@ -280,7 +280,7 @@ def test_a_run_removes_what_a_sigkilled_run_left(tmp_path):
     r = gmpsim("run", "steady", *TINY, out_dir=tmp_path / "b")
     assert r.code == 0, r.stderr
     assert not mine()
-    assert not [d for d in os.listdir("/tmp") if d.startswith(f"gmpsim-{p.pid}.")]
+    assert not [d for d in os.listdir("/tmp") if d.startswith(f"gmpsim-{p.pid}_")]
 
 
 def test_agent_with_unreachable_coordinator_exits_2(tmp_path):
@@ -375,7 +375,7 @@ def test_owner_names_round_trip():
     run = new_run_id()
     assert owner_alive(arena_name(run, "h")) is True
     assert owner_alive("gmpsim-abc-local") is None
-    assert owner_alive("gmpsim-1.1.x-local") is False
+    assert owner_alive("gmpsim-1_1_x-local") is False
     assert clean(shm_dir="/nonexistent", tmp_dir="/nonexistent") == {"removed": [], "alive": [], "unknown": []}
 
 
@@ -443,7 +443,7 @@ def test_deleted_ipc_socket_stops_the_run_with_a_message(tmp_path):
         socks = []
         while not socks and time.monotonic() < deadline:
             socks = [os.path.join("/tmp", d, "sched.sock") for d in os.listdir("/tmp")
-                     if d.startswith(f"gmpsim-{p.pid}.") and os.path.exists(os.path.join("/tmp", d, "sched.sock"))]
+                     if d.startswith(f"gmpsim-{p.pid}_") and os.path.exists(os.path.join("/tmp", d, "sched.sock"))]
             time.sleep(0.05)
         assert socks
         time.sleep(0.5)
@@ -521,7 +521,7 @@ def test_sigkilled_remote_agent_leaks_are_unknown_then_cleaned(tmp_path):
         deadline = time.monotonic() + 20
         arena = []
         while not arena and time.monotonic() < deadline:
-            arena = [n for n in os.listdir("/dev/shm") if n.startswith(f"gmpsim-{agent.pid}.")]
+            arena = [n for n in os.listdir("/dev/shm") if n.startswith(f"gmpsim-{agent.pid}_")]
             time.sleep(0.05)
         assert arena
         time.sleep(1.0)
