@@ -59,6 +59,7 @@ class Agent:
         self.last_heard = time.monotonic()
         self.next_beat = 0.0
         self.welcomed = False
+        self.next_guard_check = 0.0
         self.ever_welcomed = False  # never: the coordinator is unreachable (bad input, exit 2)
         self.give_up_s = give_up_s
         name = arena_name(run_id, host)
@@ -135,6 +136,11 @@ class Agent:
         Not yet welcomed: say hello again (the coordinator may not be listening yet). Cut off for
         longer than the timeout: our Ms have been fenced; end them and rejoin as a fresh host."""
         now = time.monotonic()
+        if not self.remote and now >= self.next_guard_check:
+            # PDEATHSIG misses a coordinator that died before the prctl: look for ourselves too.
+            self.next_guard_check = now + 0.5
+            if not _alive(self.guardian_pid):
+                raise SystemExit(0)
         if not self.welcomed:
             if now >= self.next_hello:
                 self.hello()
