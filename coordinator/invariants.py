@@ -393,6 +393,20 @@ def check(sched: Sched) -> list[str]:
             e(f"{name}: status={s}")
         if s != _Gwaiting and gp.waitreason != "" and s != _Gdead:
             e(f"{name}: {_STATUS_G.get(s, s)} with wait reason {gp.waitreason!r}")
+    # --- the runtime's goroutines, free Gs, goids ------------------------------------------------
+    nsysg = sum(1 for gp in sched.allgs if gp.prog.startswith("runtime.") and gp.prog != "runtime.main")
+    if sched.ngsys != nsysg:
+        e(f"sched: ngsys={sched.ngsys} but {nsysg} system goroutines in allgs")
+    if len(sched.goids) != len(sched.allgs):
+        e(f"sched: {len(sched.goids)} goids indexed but {len(sched.allgs)} Gs in allgs")
+    free: set[int] = set()
+    for where, lst in [(f"P{p.id}.gFree", p.gFree) for p in sched.allp] + [("sched.gFree", sched.gFree)]:
+        if where != "sched.gFree" and len(lst) >= 64:
+            e(f"{where}: {len(lst)} Gs (gfput moves them to sched.gFree at 64)")
+        for gp in lst:
+            if gp.status != _Gdead or gp.goid in queued or gp.goid in curgs or id(gp) in free:
+                e(f"G{gp.goid}: on {where} in status {_STATUS_G.get(gp.status, gp.status)}, queued or twice free")
+            free.add(id(gp))
     for goid in queued:
         if goid not in seen:
             e(f"G{goid}: in a run queue but not in allgs")

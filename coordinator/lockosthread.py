@@ -42,7 +42,12 @@ def lockOSThread(sched: Sched, mp: M, gp: G) -> None:
 
 
 def unlockOSThread(sched: Sched, mp: M, gp: G) -> None:
-    """Go's unlockOSThread."""
+    """Go's unlockOSThread. (Not in Go: a goroutine whose locked M died, see mdead, was unlocked
+    then; it owes no unlock for that lock.)"""
+    if mp.lockedInt == 0 and gp.lostInt > 0:
+        gp.lostInt -= 1
+        sched.fx.append(fx.Cont(mp.id))
+        return
     if mp.lockedInt == 0:
         raise Throw("runtime: internal error: misuse of lockOSThread/unlockOSThread")  # badunlockosthread
     mp.lockedInt -= 1

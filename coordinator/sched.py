@@ -61,6 +61,7 @@ class G:
     parent: G | None = None
     live_children: int = 0  # goroutines it started that have not exited ("wait" op)
     preempt: bool = False  # gp.preempt: sysmon asked it to yield
+    lostInt: int = 0  # not in Go: lockOSThread calls whose M died (mdead); its unlockOSThread owes none
 
 
 @dataclass(eq=False)

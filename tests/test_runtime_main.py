@@ -8,7 +8,7 @@ from coordinator.checkdead import checkdead
 from coordinator.sched import _Grunnable, _Gwaiting, G, P, Sched
 from coordinator.schedule import gfget, gfput
 
-from .world import World, cgo_hang
+from .world import World, cgo_hang, pos
 
 BARE = {"main": [["run", 1000]]}
 
@@ -194,3 +194,18 @@ def test_goids_come_in_batches_of_16_per_p():
     assert sorted(w.sched.goids) == [1, *range(2, 17), 17, 33]
     assert w.sched.allp[1].goidcache == 18 and w.sched.allp[1].goidcacheend == 33
     assert w.sched.goidgen == 48
+
+
+def test_main_whose_m0_died_during_init_still_unlocks():
+    """Not in Go (an M never dies there): m0 killed while parked in stoplockedm with runtime.main's
+    internal lock; mdead unlocks G1, and its later unlockOSThread must not be badunlockosthread."""
+    w = World(BARE, gomaxprocs=2)
+    w.hello(0)
+    w.runtime(0, "lockOSThread", at=pos(1))  # at: where runtime.main goes on from
+    for pc, prog in enumerate(("runtime.forcegchelper", "runtime.bgsweep", "runtime.bgscavenge"), 2):
+        w.newproc(0, prog, at=pos(pc))
+    w.runtime(0, "chanrecv", "gcenable.c", at=pos(5))
+    w.kill(0)
+    assert w.g(1).lockedm is None and w.g(1).lostInt == 1
+    w.run()
+    assert w.outcome() == "ok", w.fatal
