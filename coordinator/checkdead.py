@@ -3,15 +3,20 @@ from __future__ import annotations
 
 from protocol.throw import Throw
 
-from .sched import _Grunnable, _Grunning, _Gsyscall, _Gwaiting, Sched
+from .sched import _Grunnable, _Grunning, _Gsyscall, _Gwaiting, Sched, isSystemGoroutine
 
 
 def checkdead(sched: Sched) -> None:
     """Go's checkdead: throw when no M is running and no goroutine can ever run again.
     An M whose ID is reserved but whose process has not started yet counts as running (#40368);
-    sysmon and the template thread (nmsys) never do."""
+    sysmon and the template thread (nmsys) never do. The extra M of a cgo binary counts as running
+    (Go discounts it, run0, only when !iscgo), so a cgo binary never reports a deadlock. System
+    goroutines (isSystemGoroutine) are skipped."""
+    run0 = 0
+    if not sched.iscgo and sched.cgoHasExtraM and sched.extraMCount > 0:
+        run0 = 1  # Windows' syscall.NewCallback extra M in Go; unreachable here (no extra M without cgo)
     run = sched.mcount() - sched.nmidle - sched.nmidlelocked - sched.nmsys
-    if run > 0:
+    if run > run0:
         return
     if run < 0:
         raise Throw("checkdead: inconsistent counts", prints=(
@@ -19,6 +24,8 @@ def checkdead(sched: Sched) -> None:
             f"mcount={sched.mcount()} nmsys={sched.nmsys}",))
     grunning = 0
     for gp in sched.allgs:
+        if isSystemGoroutine(gp):
+            continue
         if gp.status == _Gwaiting:
             grunning += 1
         elif gp.status in (_Grunnable, _Grunning, _Gsyscall):

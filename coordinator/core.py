@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import random
 
+from protocol.ops import RUNTIME_OPS, is_cgo
 from protocol.throw import Throw
 
 from . import effects as fx
-from .lockosthread import LockOSThread, UnlockOSThread, goexit0
+from .chan import chanrecv, chansend
+from .lockosthread import LockOSThread, UnlockOSThread, goexit0, lockOSThread, unlockOSThread
 from .mdead import mdead, reforkm
-from .proc import addhost, allocm, drophost, newosproc_failed, newsysm
+from .proc import addhost, allocm, drophost, newosproc_failed, newsysm, stackfree, startTemplateThread
 from .runq import runqput
-from .sched import (_Gdead, _Grunning, _Gsyscall, _Prunning, G, M, P, Sched, waitReasonSelectNoCases,
+from .runtime_main import RUNTIME_CHANS, with_runtime
+from .sched import (_Gdead, _Grunning, _Gsyscall, _Prunning, G, M, P, Sched, hchan, waitReasonForceGCIdle,
+                    waitReasonGCScavengeWait, waitReasonGCSweepWait, waitReasonSelectNoCases,
                     waitReasonSemacquire, waitReasonSleep)
-from .schedule import goschedImpl, mstart1, newproc, park_m, woken
+from .schedule import goschedImpl, mstart1, mstartm0, newproc, newproc1, park_m, woken
 from .syscall import entersyscall, entersyscallblock, exitsyscall
 from .sysmon import addtimer, sysmon_tick, sysmon_wake, timers_fire
 
@@ -29,20 +33,26 @@ class BadEvent(ValueError):
 
 
 GOPARK_REASONS = {"sleep": waitReasonSleep, "park": waitReasonSelectNoCases, "wait": waitReasonSemacquire}
+#: wait reasons of the runtime's own gopark op (coordinator/runtime_main.py)
+RUNTIME_PARK_REASONS = frozenset({waitReasonForceGCIdle, waitReasonGCSweepWait, waitReasonGCScavengeWait})
 
 
 def schedinit(gomaxprocs: int, programs: dict, hosts: dict[str, int], maxmcount: int = 10000,
               seed: int = 1, schedtrace_ms: int = 0, scheddetail: bool = False,
               placement: str = "least-loaded") -> tuple[Sched, list]:
-    """Go's schedinit + procresize + newproc(runtime.main) + sysmon's newm, up to m0's start.
-    `hosts` maps each host to the number of g0 stack slots in its arena. m0 gets P0 (procresize);
-    goroutine 1 runs program "main"; sysmon is a virtual M (nmsys). Effect: fork m0 on the first host."""
+    """Go's schedinit + procresize + newproc(runtime.main), m0's mstart (mstartm0) and runtime.main's
+    first lines (mainStarted, newm(sysmon)). `hosts` maps each host to the number of g0 stack slots
+    in its arena. m0 gets P0 (procresize); goroutine 1 runs "runtime.main" (runtime_main.py), which
+    ends in the scenario's "main"; sysmon is a virtual M (nmsys). A scenario with a cgo op is a cgo
+    binary (iscgo). Effect: fork m0 on the first host."""
     if "main" not in programs:
         raise ValueError('programs: a "main" program is required')
     sched = Sched(gomaxprocs=gomaxprocs, maxmcount=maxmcount, seed=seed,
                   schedtrace_ms=schedtrace_ms, scheddetail=scheddetail, rng=random.Random(seed),
                   placement=placement)
-    sched.programs = programs
+    sched.iscgo = is_cgo(programs)
+    sched.programs = with_runtime(programs, sched.iscgo)
+    sched.chans = {name: hchan(dataqsiz=n) for name, n in RUNTIME_CHANS.items()}
     sched.hosts = list(hosts)
     sched.stackfree_slots = {h: list(range(n)) for h, n in hosts.items()}
     sched.allp = [P(id=i) for i in range(gomaxprocs)]
@@ -53,13 +63,11 @@ def schedinit(gomaxprocs: int, programs: dict, hosts: dict[str, int], maxmcount:
     for p in reversed(sched.allp[1:]):  # procresize: pidleput from the last P down
         sched.pidle.append(p)
         sched.npidle += 1
-    sched.goidgen = 1
-    main = G(goid=1, prog="main")
-    sched.allgs.append(main)
-    sched.stats["goroutines_created"] += 1
+    main = newproc1(sched, p0, "runtime.main", None)  # rt0_go: newproc(runtime.main): goid 1
     runqput(sched, p0, main, True)
-    sched.sysmonm = newsysm(sched, "sysmon")  # runtime.main: newm(sysmon, nil, -1)
+    mstartm0(sched)
     sched.mainStarted = True
+    sched.sysmonm = newsysm(sched, "sysmon")  # runtime.main: newm(sysmon, nil, -1)
     sched.lasttrace = -schedtrace_ms * 1_000_000  # Go's lasttrace starts at 0 against a large nanotime
     sched.stats["ms_created"] += 1
     effects = [fx.Fork(m=m0.id, forker=None, host=m0.host, nextp=-1, spinning=False, slot=m0.slot,
@@ -128,9 +136,13 @@ def _prep_exitsyscall(sched: Sched, ev: dict) -> tuple[M, G]:
 
 
 def _prep_newproc(sched: Sched, ev: dict) -> tuple[M, G]:
-    if ev.get("prog") not in sched.programs:
-        raise BadEvent(f"core: newproc: no program {ev.get('prog')!r}")
-    return _m_running_g(sched, ev)
+    prog = ev.get("prog")
+    if prog not in sched.programs or prog == "runtime.main":
+        raise BadEvent(f"core: newproc: no program {prog!r}")
+    mp, gp = _m_running_g(sched, ev)
+    if prog.startswith("runtime.") and not gp.prog.startswith("runtime."):
+        raise BadEvent(f"core: newproc: {prog!r} is the runtime's; goroutine {gp.goid} runs {gp.prog!r}")
+    return mp, gp
 
 
 def _prep_gopark(sched: Sched, ev: dict) -> tuple[M, G]:
@@ -139,9 +151,24 @@ def _prep_gopark(sched: Sched, ev: dict) -> tuple[M, G]:
     return _m_running_g(sched, ev)
 
 
+def _prep_runtime(sched: Sched, ev: dict) -> tuple[M, G]:
+    """A runtime op (protocol/ops.py RUNTIME_OPS): only the runtime's own programs may send one."""
+    op, arg = ev.get("op"), ev.get("arg")
+    if op not in RUNTIME_OPS:
+        raise BadEvent(f"core: runtime: op {op!r} is not one of {sorted(RUNTIME_OPS)}")
+    if op in ("chansend", "chanrecv") and arg not in sched.chans:
+        raise BadEvent(f"core: runtime: {op}: no runtime channel {arg!r}")
+    if op == "gopark" and arg not in RUNTIME_PARK_REASONS:
+        raise BadEvent(f"core: runtime: gopark: wait reason {arg!r} is not one of {sorted(RUNTIME_PARK_REASONS)}")
+    mp, gp = _m_running_g(sched, ev)
+    if not gp.prog.startswith("runtime."):
+        raise BadEvent(f"core: runtime: goroutine {gp.goid} runs {gp.prog!r}, not a runtime program")
+    return mp, gp
+
+
 def _prep_mexited(sched: Sched, ev: dict) -> tuple[M]:
     mid = ev.get("m")
-    for mp in sched.freem:
+    for mp in (*sched.freem, *sched.osstackm):
         if mp.id == mid:
             return (mp,)
     mp = sched.allm.get(mid)
@@ -212,6 +239,24 @@ def _on_gopark(sched: Sched, ev: dict, mp: M, gp: G) -> None:
     park_m(sched, mp, gp, GOPARK_REASONS[reason])
 
 
+def _on_runtime(sched: Sched, ev: dict, mp: M, gp: G) -> None:
+    _save_pos(gp, ev)
+    op, arg = ev["op"], ev.get("arg")
+    if op == "lockOSThread":
+        lockOSThread(sched, mp, gp)
+    elif op == "unlockOSThread":
+        unlockOSThread(sched, mp, gp)
+    elif op == "chansend":
+        chansend(sched, mp, gp, sched.chans[arg])
+    elif op == "chanrecv":
+        chanrecv(sched, mp, gp, sched.chans[arg])
+    elif op == "gopark":
+        park_m(sched, mp, gp, arg)
+    elif op == "startTemplateThread":
+        startTemplateThread(sched)
+        sched.fx.append(fx.Cont(mp.id))
+
+
 def _on_gosched(sched: Sched, ev: dict, mp: M, gp: G) -> None:
     _save_pos(gp, ev)
     goschedImpl(sched, mp, gp)
@@ -219,7 +264,7 @@ def _on_gosched(sched: Sched, ev: dict, mp: M, gp: G) -> None:
 
 def _on_goexit(sched: Sched, ev: dict, mp: M, gp: G) -> None:
     _save_pos(gp, ev)
-    if gp.goid == 1 and gp.pc >= len(sched.programs["main"]):
+    if gp.goid == 1 and gp.pc >= len(sched.programs[gp.prog]):
         # main returned: Go's runtime.main calls exit(0), whatever else is running.
         gp.status = _Gdead
         sched.stats["goroutines_completed"] += 1
@@ -234,6 +279,9 @@ def _on_mexited(sched: Sched, ev: dict, mp: M) -> None:
     mp.pid = 0
     if mp.exited:
         mp.freeWait = 0
+        if mp in sched.osstackm:  # a cgo binary's thread is gone, and its stack with it
+            sched.osstackm.remove(mp)
+            stackfree(sched, mp)
         return
     _recover(sched, mp, f"process died (status {ev.get('status')})", gone=True)
 
@@ -300,14 +348,14 @@ def _on_timers(sched: Sched, ev: dict) -> None:
 _HANDLERS = {
     "hello": _on_hello, "woken": _on_woken, "entersyscall": _on_entersyscall,
     "exitsyscall": _on_exitsyscall, "entersyscallblock": _on_entersyscallblock, "newproc": _on_newproc,
-    "lockosthread": _on_lock, "unlockosthread": _on_unlock, "gopark": _on_gopark, "gosched": _on_gosched,
+    "lockosthread": _on_lock, "unlockosthread": _on_unlock, "gopark": _on_gopark, "gosched": _on_gosched, "runtime": _on_runtime,
     "goexit": _on_goexit, "mexited": _on_mexited, "sysmon": _on_sysmon, "sysmon_wake": _on_sysmon_wake,
     "timers": _on_timers, "mdead": _on_mdead, "forkfail": _on_forkfail, "refork": _on_refork,
     "hostlost": _on_hostlost, "hostjoin": _on_hostjoin,
 }
 _PREPARE = {
     "hello": _prep_hello, "woken": _prep_woken, "exitsyscall": _prep_exitsyscall,
-    "newproc": _prep_newproc, "gopark": _prep_gopark, "mexited": _prep_mexited,
+    "newproc": _prep_newproc, "gopark": _prep_gopark, "mexited": _prep_mexited, "runtime": _prep_runtime,
     "sysmon": _prep_none, "sysmon_wake": _prep_none, "timers": _prep_none,
     "mdead": _prep_any_m, "forkfail": _prep_unborn, "refork": _prep_unborn,
     "hostlost": _prep_none, "hostjoin": _prep_none,

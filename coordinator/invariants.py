@@ -81,6 +81,9 @@ def check(sched: Sched) -> list[str]:
     wedged = 0
     slots: dict[tuple[str, int], M] = {}
     in_midle: set[int] = set()
+    extra = {id(mp) for mp in sched.extram}
+    if len(sched.extram) != sched.extraMCount:
+        e(f"sched: extraMCount={sched.extraMCount} but {len(sched.extram)} Ms on extram")
     for mp in sched.midle:
         if id(mp) in in_midle:
             e(f"M{mp.id}: on midle twice")
@@ -110,6 +113,14 @@ def check(sched: Sched) -> list[str]:
             e(f"{name}: lockedg G{mp.lockedg.goid} but G{mp.lockedg.goid}.lockedm is {_mn(mp.lockedg.lockedm)}")
         if mp.lockedg is not None and mp.lockedExt + mp.lockedInt == 0:
             e(f"{name}: lockedg G{mp.lockedg.goid} with lockedExt=0 lockedInt=0")
+        if mp.virtual and id(mp) in extra:
+            nvirtual += 1
+            gp = mp.curg
+            if mp.p is not None or mp.nextp is not None or gp is None or gp is not mp.lockedg or \
+                    gp.status != _Gdead or mp.lockedInt != 1 or id(mp) in in_midle:
+                e(f"{name}: extra M (newextram) with p={_pn(mp.p)} nextp={_pn(mp.nextp)} curg={_gn(gp)} "
+                  f"lockedg={_gn(mp.lockedg)} lockedInt={mp.lockedInt}")
+            continue
         if mp.virtual:
             nvirtual += 1
             if mp.p is not None or mp.nextp is not None or mp.curg is not None or id(mp) in in_midle:
@@ -207,6 +218,17 @@ def check(sched: Sched) -> list[str]:
         if mp.p is not None or mp.nextp is not None:
             e(f"M{mp.id}: idle on midle holding p={_pn(mp.p)} nextp={_pn(mp.nextp)}")
 
+    for mp in sched.osstackm:  # a cgo binary's exited Ms, not on freem (mexit with osStack)
+        if not mp.exited or mp.id in sched.allm or mp.p is not None or mp.curg is not None:
+            e(f"M{mp.id}: exited with its own stack but exited={mp.exited} in allm={mp.id in sched.allm} "
+              f"p={_pn(mp.p)} curg={_gn(mp.curg)}")
+        if not sched.iscgo:
+            e(f"M{mp.id}: exited with its own stack (osStack) in a binary without cgo")
+        if mp.slot >= 0:
+            other = slots.get((mp.host, mp.slot))
+            if other is not None:
+                e(f"M{mp.id}: g0 slot {mp.host}/{mp.slot} is also M{other.id}'s")
+            slots[(mp.host, mp.slot)] = mp
     for mp in sched.freem:
         if not mp.exited:
             e(f"M{mp.id}: on freem but not exited")
@@ -229,8 +251,9 @@ def check(sched: Sched) -> list[str]:
     if idlelocked != sched.nmidlelocked:
         e(f"sched: nmidlelocked={sched.nmidlelocked} but {idlelocked} Ms parked in stoplockedm")
     nsys = (sched.sysmonm is not None) + (sched.templatem is not None)
-    if sched.nmsys != nsys or nvirtual != nsys:
-        e(f"sched: nmsys={sched.nmsys} but {nvirtual} virtual Ms in allm (sysmon/template: {nsys})")
+    if sched.nmsys != nsys or nvirtual != nsys + len(sched.extram):
+        e(f"sched: nmsys={sched.nmsys} but {nvirtual} virtual Ms in allm (sysmon/template: {nsys}, "
+          f"extra: {len(sched.extram)})")
     if sched.mcount() != len(sched.allm) - wedged:
         e(f"sched: mcount()={sched.mcount()} (mnext={sched.mnext} nmfreed={sched.nmfreed}) but "
           f"{len(sched.allm)} Ms in allm{' with m0 wedged' if wedged else ''}")
@@ -358,6 +381,9 @@ def check(sched: Sched) -> list[str]:
                 e(f"{name}: waiting in sleep with no timer")
             if gp.m is not None:
                 e(f"{name}: waiting with G.m={_mn(gp.m)}")
+        elif s == _Gdead and gp.lockedm is not None and id(gp.lockedm) in extra:
+            if q or ms != [gp.lockedm]:  # an extra M's G (oneNewExtraM): dead, its curg and lockedg
+                e(f"{name}: the extra {_mn(gp.lockedm)}'s G but queued={q} curg of {[_mn(m) for m in ms]}")
         elif s == _Gdead:
             if q or (ms and not (exited and gp.goid == 1)):
                 e(f"{name}: dead but queued={q} running on {[_mn(m) for m in ms]}")
@@ -367,6 +393,20 @@ def check(sched: Sched) -> list[str]:
             e(f"{name}: status={s}")
         if s != _Gwaiting and gp.waitreason != "" and s != _Gdead:
             e(f"{name}: {_STATUS_G.get(s, s)} with wait reason {gp.waitreason!r}")
+    # --- the runtime's goroutines, free Gs, goids ------------------------------------------------
+    nsysg = sum(1 for gp in sched.allgs if gp.prog.startswith("runtime.") and gp.prog != "runtime.main")
+    if sched.ngsys != nsysg:
+        e(f"sched: ngsys={sched.ngsys} but {nsysg} system goroutines in allgs")
+    if len(sched.goids) != len(sched.allgs):
+        e(f"sched: {len(sched.goids)} goids indexed but {len(sched.allgs)} Gs in allgs")
+    free: set[int] = set()
+    for where, lst in [(f"P{p.id}.gFree", p.gFree) for p in sched.allp] + [("sched.gFree", sched.gFree)]:
+        if where != "sched.gFree" and len(lst) >= 64:
+            e(f"{where}: {len(lst)} Gs (gfput moves them to sched.gFree at 64)")
+        for gp in lst:
+            if gp.status != _Gdead or gp.goid in queued or gp.goid in curgs or id(gp) in free:
+                e(f"G{gp.goid}: on {where} in status {_STATUS_G.get(gp.status, gp.status)}, queued or twice free")
+            free.add(id(gp))
     for goid in queued:
         if goid not in seen:
             e(f"G{goid}: in a run queue but not in allgs")

@@ -19,7 +19,7 @@ def decode(frame: bytes) -> dict:
     not be the slow side of the measurement)."""
     return msgpack.unpackb(frame, raw=False)
 from protocol.messages import position
-from protocol.ops import advance
+from protocol.ops import RUNTIME_OPS, advance
 from protocol.transport import agent_identity, dealer, m_identity
 
 REPLIES = ("execute", "cont", "park", "exit")
@@ -89,6 +89,10 @@ class FakeM:
             if name in ("sleep", "park", "wait"):
                 self.asked = "gopark"
                 self.send("gopark", g=g, pos=after, reason=name, us=op[1] if name == "sleep" else 0)
+                return
+            if name in RUNTIME_OPS:
+                self.asked = "runtime"
+                self.send("runtime", g=g, pos=after, op=name, arg=op[1] if len(op) > 1 else "")
                 return
             # run, lock, unlock...: no time, no scheduler here
 

@@ -8,9 +8,7 @@ from . import effects as fx
 from .checkdead import checkdead
 from .proc import handoffp, mPark, releasep, startTemplateThread
 from .sched import _Gdead, G, M, Sched
-from .schedule import dropg, ready, schedule
-
-_GFREE_LOCAL_MAX = 64  # gfput moves a batch to the global free list past 64
+from .schedule import dropg, gfput, ready, schedule
 
 
 def LockOSThread(sched: Sched, mp: M, gp: G) -> None:
@@ -35,6 +33,30 @@ def UnlockOSThread(sched: Sched, mp: M, gp: G) -> None:
     sched.fx.append(fx.Cont(mp.id))
 
 
+def lockOSThread(sched: Sched, mp: M, gp: G) -> None:
+    """Go's lockOSThread (the runtime's internal lock: runtime.main during init)."""
+    mp.lockedInt += 1
+    mp.lockedg = gp  # dolockOSThread
+    gp.lockedm = mp
+    sched.fx.append(fx.Cont(mp.id))
+
+
+def unlockOSThread(sched: Sched, mp: M, gp: G) -> None:
+    """Go's unlockOSThread. (Not in Go: a goroutine whose locked M died, see mdead, was unlocked
+    then; it owes no unlock for that lock.)"""
+    if mp.lockedInt == 0 and gp.lostInt > 0:
+        gp.lostInt -= 1
+        sched.fx.append(fx.Cont(mp.id))
+        return
+    if mp.lockedInt == 0:
+        raise Throw("runtime: internal error: misuse of lockOSThread/unlockOSThread")  # badunlockosthread
+    mp.lockedInt -= 1
+    if mp.lockedInt == 0 and mp.lockedExt == 0:  # dounlockOSThread
+        mp.lockedg = None
+        gp.lockedm = None
+    sched.fx.append(fx.Cont(mp.id))
+
+
 def goexit0(sched: Sched, mp: M, gp: G) -> None:
     """Go's goexit0: gp is dead. If it was locked, its thread is killed rather than reused: m.lockedExt
     is kept so that the M which replaces it is made by the template thread (golang/go#28979)."""
@@ -47,10 +69,7 @@ def goexit0(sched: Sched, mp: M, gp: G) -> None:
     if mp.lockedInt != 0:
         raise Throw("internal lockOSThread error", prints=(f"invalid m->lockedInt = {mp.lockedInt}",))
     sched.stats["goroutines_completed"] += 1
-    p = mp.p
-    p.gfreecnt += 1  # gfput
-    if p.gfreecnt >= _GFREE_LOCAL_MAX:
-        p.gfreecnt = _GFREE_LOCAL_MAX // 2
+    gfput(sched, mp.p, gp)
     parent = gp.parent
     if parent is not None:
         parent.live_children -= 1
@@ -65,7 +84,10 @@ def goexit0(sched: Sched, mp: M, gp: G) -> None:
 def mexit(sched: Sched, mp: M) -> None:
     """Go's mexit: m0 is wedged, never exited; any other M leaves allm, waits on sched.freem with
     freeWait=1 (cleared when the host agent reports its process gone), hands off its P, and
-    nmfreed++ then checkdead (after handoffp, which may have started an M for the P's work)."""
+    nmfreed++ then checkdead (after handoffp, which may have started an M for the P's work).
+    In a cgo binary the g0 stack is the thread's own (osStack: allocm's malg(-1)), so the M is not
+    put on freem: it returns from mstart and the thread frees it; here its g0 slot is freed when
+    its process is gone (sched.osstackm until then)."""
     if mp is sched.m0:
         handoffp(sched, releasep(sched, mp), mp, "mexit")
         sched.nmfreed += 1
@@ -74,8 +96,12 @@ def mexit(sched: Sched, mp: M) -> None:
         return
     if sched.allm.pop(mp.id, None) is None:
         raise Throw("m not found in allm")
-    mp.freeWait = 1
-    sched.freem.append(mp)
+    osStack = sched.iscgo
+    if not osStack:
+        mp.freeWait = 1
+        sched.freem.append(mp)
+    else:
+        sched.osstackm.append(mp)
     handoffp(sched, releasep(sched, mp), mp, "mexit")
     sched.nmfreed += 1
     mp.exited = True

@@ -41,8 +41,8 @@ _SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's enum arithmetic costs µs pe
 TRUSTED_ENCODE = os.environ.get("GMPSIM_CHECK_OUTGOING", "") == ""  # tests set it: every frame checked
 
 M_TYPES = frozenset({"hello", "woken", "entersyscall", "exitsyscall", "entersyscallblock", "newproc",
-                     "lockosthread", "unlockosthread", "gopark", "gosched", "goexit", "forked",
-                     "forkfail", "heartbeat"})
+                     "lockosthread", "unlockosthread", "gopark", "gosched", "goexit", "runtime",
+                     "forked", "forkfail", "heartbeat"})
 AGENT_TYPES = frozenset({"agent_hello", "mexited", "forked", "forkfail", "ack", "heartbeat", "bye"})
 HEARTBEAT_S = 0.5  # to remote agents
 HEARTBEAT_TIMEOUT_S = 3.0  # a remote host silent this long is cut off: its Ms are fenced
@@ -201,7 +201,7 @@ class Coordinator:
     def m_identity_of(self, mid: int) -> bytes:
         if mid in self.m_ident:
             return self.m_ident[mid]
-        mp = self.sched.allm.get(mid) or next((m for m in self.sched.freem if m.id == mid), None)
+        mp = self.sched.allm.get(mid) or next((m for m in (*self.sched.freem, *self.sched.osstackm) if m.id == mid), None)
         return m_identity(mid, mp.epoch if mp is not None else 1)
 
     def send_m(self, mid: int, t: str, **fields) -> bytes:
@@ -285,7 +285,7 @@ class Coordinator:
 
     def welcome(self, host: str) -> None:
         self.agent_spoke[host] = False
-        self.raw_send(self.agent_ident[host], encode("welcome", self._seq(), 0, programs=self.sc.programs,
+        self.raw_send(self.agent_ident[host], encode("welcome", self._seq(), 0, programs=self.sched.programs,
                                                    timescale=float(self.sc.timescale), config={}))
 
     def _seq(self) -> int:
@@ -823,10 +823,7 @@ class Coordinator:
         self.delivery.remember_reply(r.m, req_seq, ident, frame)
 
     def _g(self, goid: int):
-        # allgs is in goid order from 1: goid N is allgs[N-1].
-        gp = self.sched.allgs[goid - 1]
-        assert gp.goid == goid
-        return gp
+        return self.sched.goids[goid]
 
     # --- end ----------------------------------------------------------------------------------------
 

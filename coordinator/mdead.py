@@ -61,6 +61,7 @@ def mdead(sched: Sched, mp: M, gone: bool) -> dict:
         glist.append(gp)
     lg = mp.lockedg
     if lg is not None:
+        lg.lostInt += mp.lockedInt  # the runtime's own lock (runtime.main's) went with the M
         lg.lockedm = None
         mp.lockedg = None
         if mp.parked == "stoplockedm" and mp.nextp is not None and lg.status == _Grunnable and lg not in glist:

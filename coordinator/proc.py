@@ -97,7 +97,7 @@ def placehost(sched: Sched) -> str:
 def addhost(sched: Sched, host: str, nslots: int) -> None:
     """Not in Go (one machine there): a host (agent) joins, or rejoins after it was cut off: all of its g0 slots are free. Ms of
     an earlier incarnation of it that still wait on freem will never free their slots there."""
-    for mp in sched.freem:
+    for mp in (*sched.freem, *sched.osstackm):
         if mp.host == host:
             mp.slot = -1
             mp.freeWait = 0

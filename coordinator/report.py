@@ -30,7 +30,10 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
         "reason": out.reason,
         "fatal": {"message": out.fatal_message, "lines": out.fatal_lines} if out.outcome == "fatal" else None,
         "goroutines": {"created": created, "completed": completed, "lost": len(lost), "lost_ids": lost[:100],
-                       "requeued": st.get("goroutines_requeued", 0)},
+                       "requeued": st.get("goroutines_requeued", 0),
+                       # the runtime's own (forcegchelper, bgsweep, bgscavenge; a cgo binary's
+                       # extra M's G): Go's sched.ngsys, never in created/completed, never lost
+                       "system": st.get("goroutines_system", 0)},
         "ms": {
             "created": st.get("ms_created", 0),
             "peak": coord.peak_mcount if coord is not None else 0,

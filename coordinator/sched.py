@@ -23,6 +23,13 @@ waitReasonZero = ""
 waitReasonSelectNoCases = "select (no cases)"
 waitReasonSleep = "sleep"
 waitReasonSemacquire = "semacquire"  # sync.WaitGroup.Wait: the "wait" op
+waitReasonChanReceive = "chan receive"  # runtime.main's <-c in gcenable
+waitReasonChanSend = "chan send"
+waitReasonForceGCIdle = "force gc (idle)"  # forcegchelper
+waitReasonGCSweepWait = "GC sweep wait"  # bgsweep
+waitReasonGCScavengeWait = "GC scavenge wait"  # bgscavenge
+
+_GoidCacheBatch = 16  # proc.go: goids are handed to each P in batches of 16
 
 _LOCAL_RUNQ_SIZE = 256  # len(p.runq) in runtime2.go
 forcePreemptNS = 10_000_000  # proc.go: a G runs at most 10ms before sysmon preempts it
@@ -54,6 +61,7 @@ class G:
     parent: G | None = None
     live_children: int = 0  # goroutines it started that have not exited ("wait" op)
     preempt: bool = False  # gp.preempt: sysmon asked it to yield
+    lostInt: int = 0  # not in Go: lockOSThread calls whose M died (mdead); its unlockOSThread owes none
 
 
 @dataclass(eq=False)
@@ -67,7 +75,14 @@ class P:
     schedtick: int = 0
     syscalltick: int = 0
     sysmontick: SysmonTick = field(default_factory=SysmonTick)
-    gfreecnt: int = 0
+    gFree: list = field(default_factory=list)  # dead Gs for gfget to reuse (Go's p.gFree, n = len)
+    goidcache: int = 0  # the next goid of this P's batch (newproc1)
+    goidcacheend: int = 0
+
+    @property
+    def gfreecnt(self) -> int:
+        """Go's p.gFree.n (scheddetail's gfreecnt=)."""
+        return len(self.gFree)
 
 
 @dataclass(eq=False)
@@ -92,11 +107,20 @@ class M:
     mstartfn: str | None = None  # "mspinning", "sysmon", "templateThread" or None
     syscalltick: int = 0
     slot: int = -1  # its g0 stack's slot in the host's arena (-1: no stack of ours)
-    virtual: bool = False  # no worker process of its own (sysmon, template thread)
+    virtual: bool = False  # no worker process of its own (sysmon, template thread, cgo's extra M)
     started: bool = False  # mstart has run (it said hello)
     parked: str = ""  # why it sleeps on m.park: "stopm", "stoplockedm", "m0"
     exited: bool = False
     pid: int = 0
+
+
+@dataclass(eq=False)
+class hchan:
+    """Go's hchan (chan.go) for the runtime's own buffered channels: only counts matter."""
+    dataqsiz: int
+    qcount: int = 0
+    recvq: deque = field(default_factory=deque)  # Gs parked in chanrecv
+    sendq: deque = field(default_factory=deque)  # Gs parked in chansend
 
 
 @dataclass(eq=False)
@@ -138,7 +162,18 @@ class Sched:
     allm: dict[int, M] = field(default_factory=dict)
     allp: list[P] = field(default_factory=list)
     allgs: list[G] = field(default_factory=list)
+    goids: dict[int, G] = field(default_factory=dict)  # goid -> G (goids are not allgs' order)
     goidgen: int = 0
+    gFree: list = field(default_factory=list)  # Go's sched.gFree: dead Gs moved off a P (gfput)
+    ngsys: int = 0  # Go's sched.ngsys: system goroutines (isSystemGoroutine) and extra Ms' Gs
+    iscgo: bool = False  # a cgo binary: the scenario has a cgo op (Go's iscgo)
+    cgoHasExtraM: bool = False
+    extram: list[M] = field(default_factory=list)  # Go's extram list (newextram)
+    extraMCount: int = 0
+    # Not in Go: Ms of a cgo binary that returned from mstart (mexit with osStack): their process
+    # (the thread) frees its own g0 slot; we free it when the agent reports the process gone.
+    osstackm: list[M] = field(default_factory=list)
+    chans: dict[str, hchan] = field(default_factory=dict)  # the runtime's channels, by name
     mainStarted: bool = False
     m0: M | None = None
     sysmonm: M | None = None
@@ -170,6 +205,12 @@ class Sched:
     def mcount(self) -> int:
         """Go's mcount(): Ms created (or reserved) minus those freed."""
         return self.mnext - self.nmfreed
+
+
+def isSystemGoroutine(gp: G) -> bool:
+    """Go's isSystemGoroutine (traceback.go, fixed=false): started in a runtime. function other
+    than runtime.main. Program names of scenarios have no dot, so only the runtime's qualify."""
+    return gp.prog.startswith("runtime.") and gp.prog != "runtime.main"
 
 
 def runqempty(p: P) -> bool:

@@ -29,7 +29,9 @@ def schedtrace(sched: Sched, detailed: bool) -> str:
             pid = mp.p.id if mp.p is not None else -1
             curg = mp.curg.goid if mp.curg is not None else -1
             lockedg = mp.lockedg.goid if mp.lockedg is not None else -1
-            out.append(f"  M{mp.id}: p={pid} curg={curg} mallocing=0 throwing=0 preemptoff= locks=0 "
+            # sysmon prints holding sched.sysmonlock and sched.lock: its m.locks is 2.
+            locks = 2 if mp is sched.sysmonm else 0
+            out.append(f"  M{mp.id}: p={pid} curg={curg} mallocing=0 throwing=0 preemptoff= locks={locks} "
                        f"dying=0 spinning={_b(mp.spinning)} blocked={_b(mp.blocked)} lockedg={lockedg}\n")
         for gp in sched.allgs:
             mid = gp.m.id if gp.m is not None else -1

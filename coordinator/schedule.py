@@ -15,7 +15,8 @@ from .note import noteclear
 from .proc import (acquirep, mspinning, pidleget, pidleput, releasep, startlockedm, stoplockedm,
                    stopm, wakep)
 from .runq import globrunqget, globrunqput, runqget, runqput, runqsteal
-from .sched import (_Grunnable, _Grunning, _Gwaiting, G, M, Sched, runqempty)
+from .sched import (_GoidCacheBatch, _Gdead, _Grunnable, _Grunning, _Gwaiting, G, M, P, Sched,
+                    isSystemGoroutine, runqempty)
 
 _STEAL_TRIES = 4  # findrunnable's stealTries
 
@@ -219,18 +220,93 @@ def ready(sched: Sched, mp: M, gp: G) -> None:
 
 
 def newproc(sched: Sched, mp: M, prog: str, n: int) -> None:
-    """Go's newproc, once per `go` statement: a new G in runnext, then wakep once main has started."""
+    """Go's newproc, once per `go` statement (n times): newproc1, runqput in runnext, then wakep once
+    main has started."""
     parent = mp.curg
     for _ in range(n):
         p = mp.p
-        if p.gfreecnt > 0:  # gfget: reuse a dead G's descriptor
-            p.gfreecnt -= 1
-        sched.goidgen += 1
-        newg = G(goid=sched.goidgen, prog=prog, parent=parent)
-        if parent is not None:
-            parent.live_children += 1
-        sched.allgs.append(newg)
-        sched.stats["goroutines_created"] += 1
+        newg = newproc1(sched, p, prog, parent)
         runqput(sched, p, newg, True)
         if sched.mainStarted:
             wakep(sched, mp)
+
+
+def newproc1(sched: Sched, p: P, prog: str, parent: G | None) -> G:
+    """Go's newproc1: a dead G from gfget, else a new one (allgadd); its goid from p's goidcache,
+    refilled from sched.goidgen in batches of _GoidCacheBatch; system goroutines count in ngsys."""
+    newg = gfget(sched, p)
+    if newg is None:
+        newg = G(goid=0, prog=prog)
+        sched.allgs.append(newg)  # allgadd
+    else:
+        sched.goids.pop(newg.goid, None)
+        newg.__init__(goid=0, prog=prog)  # a fresh start on the reused descriptor
+    newg.parent = parent
+    if p.goidcache == p.goidcacheend:
+        # Sched.goidgen is the last allocated id, this batch must be
+        # [sched.goidgen+1, sched.goidgen+GoidCacheBatch]; at startup main receives goid=1.
+        sched.goidgen += _GoidCacheBatch
+        p.goidcache = sched.goidgen - (_GoidCacheBatch - 1)
+        p.goidcacheend = p.goidcache + _GoidCacheBatch
+    newg.goid = p.goidcache
+    p.goidcache += 1
+    sched.goids[newg.goid] = newg
+    if isSystemGoroutine(newg):
+        sched.ngsys += 1
+        sched.stats["goroutines_system"] += 1
+    else:
+        sched.stats["goroutines_created"] += 1
+        if parent is not None:
+            parent.live_children += 1
+    return newg
+
+
+def gfget(sched: Sched, p: P) -> G | None:
+    """Go's gfget: a dead G from p's free list; when that is empty, first move a batch (up to 32)
+    from the global free list (sched.gFree)."""
+    if not p.gFree and sched.gFree:
+        while len(p.gFree) < 32 and sched.gFree:
+            p.gFree.append(sched.gFree.pop())
+    if not p.gFree:
+        return None
+    return p.gFree.pop()
+
+
+def gfput(sched: Sched, p: P, gp: G) -> None:
+    """Go's gfput: gp goes on p's free list; at 64, move Gs to the global list until fewer than 32
+    are left (31)."""
+    p.gFree.append(gp)
+    if len(p.gFree) >= 64:
+        while len(p.gFree) >= 32:
+            sched.gFree.append(p.gFree.pop())
+
+
+def mstartm0(sched: Sched) -> None:
+    """Go's mstartm0 (mstart1 on m0): a cgo binary makes its extra M (newextram). Here it runs in
+    schedinit, before runtime.main's newm(sysmon), as m0's mstart does in Go."""
+    if sched.iscgo and not sched.cgoHasExtraM:
+        sched.cgoHasExtraM = True
+        newextram(sched)
+
+
+def newextram(sched: Sched) -> None:
+    """Go's newextram → oneNewExtraM: an M for C threads calling into Go; it has no thread until one
+    does (never, here), so it is virtual and has no g0 slot (allocm in a cgo binary: malg(-1)). Its
+    dead G is locked to it, takes its goid straight from sched.goidgen, and counts in ngsys."""
+    from .proc import allocm
+    mp = allocm(sched, None, -1, sched.hosts[0], virtual=True)
+    mp.started = True
+    gp = G(goid=0, prog="runtime.goexit", status=_Gdead)  # gp.sched.pc = goexit
+    gp.m = mp
+    mp.curg = gp
+    mp.lockedInt += 1
+    mp.lockedg = gp
+    gp.lockedm = mp
+    sched.goidgen += 1
+    gp.goid = sched.goidgen
+    sched.allgs.append(gp)  # allgadd
+    sched.goids[gp.goid] = gp
+    sched.ngsys += 1
+    sched.stats["goroutines_system"] += 1
+    sched.extram.append(mp)
+    sched.extraMCount += 1

@@ -268,6 +268,7 @@ MESSAGES: dict[str, dict[str, Kind]] = {
     "unlockosthread": {"m": INT, "g": INT, "pos": POS},
     "gopark": {"m": INT, "g": INT, "pos": POS, "reason": STR, "us": integer(0, MAX_DURATION_US)},
     "gosched": {"m": INT, "g": INT, "pos": POS},
+    "runtime": {"m": INT, "g": INT, "pos": POS, "op": STR, "arg": STR},  # an op of ops.RUNTIME_OPS
     "goexit": {"m": INT, "g": INT, "pos": POS},  # pos.pc == len(code): the goroutine returned
     "forked": {"m": INT, "child": INT, "cepoch": NAT, "pid": INT},  # m: the forker, -1 for the agent
     "forkfail": {"m": INT, "child": INT, "cepoch": NAT, "errno": INT, "tries": NAT},

@@ -71,6 +71,18 @@ USAGE: dict[str, str] = {
     "repeat": '["repeat", n, [ops...]]',
 }
 
+#: The runtime's own ops (op name -> number of arguments). Only the runtime's programs use them
+#: (coordinator/runtime_main.py; their names hold a dot, which no scenario program name can): a
+#: scenario that writes one gets "unknown op". An M sends each as a "runtime" message (op, arg).
+RUNTIME_OPS: dict[str, int] = {
+    "lockOSThread": 0,  # proc.go lockOSThread: m.lockedInt++ (runtime.main during init)
+    "unlockOSThread": 0,  # proc.go unlockOSThread
+    "chansend": 1,  # c <- v on a runtime channel (arg: its name); a buffered channel of chan.go
+    "chanrecv": 1,  # <-c
+    "gopark": 1,  # gopark(..., reason) with Go's wait reason string (arg)
+    "startTemplateThread": 0,  # proc.go startTemplateThread (runtime.main of a cgo binary)
+}
+
 MAX_INSTRUCTIONS = 100_000
 MAX_REPEAT = 10**7
 MAX_DEPTH = 16
@@ -214,6 +226,24 @@ def compile_programs(programs: object) -> dict[str, list]:
     if "main" not in programs:
         raise OpError("programs", 'a "main" program is required')
     return compiled
+
+
+def is_cgo(programs: dict[str, list]) -> bool:
+    """A scenario with any cgo op is a cgo binary (Go's iscgo): it links runtime/cgo."""
+    return any(op[0] == "cgo" for code in programs.values() for op in code)
+
+
+def relocate(code: list, offset: int) -> list:
+    """``code`` placed ``offset`` instructions further into a program: its jump targets move too."""
+    out = []
+    for op in code:
+        if op[0] == "rep":
+            out.append(["rep", op[1], op[2] + offset])
+        elif op[0] == "endrep":
+            out.append(["endrep", op[1] + offset])
+        else:
+            out.append(list(op))
+    return out
 
 
 def advance(code: list, pc: int, loops: list) -> tuple[int, list]:

@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from coordinator.core import _HANDLERS, BadEvent, step
 from coordinator.sched import _Gdead, _Grunnable, _Grunning, _Gsyscall, _Gwaiting
 
-from .world import PARKED, World, pos, snapshot
+from .world import cgo_hang, PARKED, World, pos, snapshot
 
 PROGRAMS = {"main": [["run", 1]], "worker": [["run", 1]]}
 PICK = st.integers(0, 63)
@@ -221,8 +221,11 @@ class CoreMachine(RuleBasedStateMachine):
         if self.w.finished:  # a Fatal may have interrupted a newproc of n goroutines
             return
         s = self.w.sched
-        assert len(s.allgs) == self.w.created
-        assert [g.goid for g in s.allgs] == list(range(1, self.w.created + 1))
+        assert s.stats["goroutines_created"] == self.w.created
+        # gfget reuses dead Gs (allgs grows only without one); every G has its own goid, from the
+        # per-P goidcache batches, and sched.goids finds each
+        assert len(s.allgs) <= self.w.created
+        assert {g.goid: g for g in s.allgs} == s.goids
         for gp in s.allgs:
             assert gp.status in (_Grunnable, _Grunning, _Gwaiting, _Gsyscall, _Gdead), (gp.goid, gp.status)
 
@@ -255,9 +258,10 @@ PROGRAM_SETS = st.fixed_dictionaries({"main": _ops(["a", "b"]), "a": _ops(["b"])
 @given(programs=PROGRAM_SETS, gomaxprocs=st.integers(1, 4), seed=st.integers(0, 1000))
 def test_random_programs_never_get_stuck(programs, gomaxprocs, seed):
     """Every run ends with main returning or a legitimate Fatal (the world checks that, and every
-    invariant after every step); never with nothing left to do: that would be a lost wakeup."""
+    invariant after every step); never with nothing left to do: that would be a lost wakeup, unless
+    it is a cgo binary's deadlock, which Go does not report either (checkdead's extra M)."""
     w = World(programs, gomaxprocs=gomaxprocs, seed=seed).run(max_steps=20_000)
-    assert w.outcome() != "stuck", w.history[-5:]
+    assert w.outcome() != "stuck" or cgo_hang(w) == "", (cgo_hang(w), w.history[-5:])
 
 
 CoreMachine.TestCase.settings = settings(max_examples=800, stateful_step_count=50, deadline=None,

@@ -34,6 +34,7 @@ SAMPLES = {
     "lockosthread": dict(m=1, g=7, pos=POS),
     "unlockosthread": dict(m=1, g=7, pos=POS),
     "gopark": dict(m=1, g=7, pos=POS, reason="sleep", us=1000),
+    "runtime": dict(m=1, g=2, pos=POS, op="gopark", arg="force gc (idle)"),
     "gosched": dict(m=1, g=7, pos=POS),
     "goexit": dict(m=1, g=7, pos=dict(pc=3, loops=[], left=0)),
     "forked": dict(m=-1, child=3, cepoch=1, pid=999),

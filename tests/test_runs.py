@@ -66,27 +66,35 @@ name = "taint"
 gomaxprocs = 2
 timescale = 50
 [programs.main]
-# Locked: the M for "long" comes from the template. Unlocked: entersyscallblock hands P0 off
-# (handoffp → startm(P0, spinning) → newm) and, with no idle M, m0's own process forks it.
-ops = [["lock"], ["go", "long", 1], ["run", 2000], ["unlock"], ["syscallblock", 2000], ["wait"]]
+# runtime.main's start forks M2 and M3 straight from m0 before anything is locked. Each "lk" locks
+# and sleeps: its M sleeps in stoplockedm and hands its P off from a locked thread, so the Ms it
+# needs then come from the template (clean). main locks m0 (its process is tainted from then on);
+# once unlocked, entersyscallblock hands P0 off (handoffp → startm → newm) and, with no idle M,
+# m0's own process forks it: the child inherits the taint.
+ops = [["go", "lk", 3], ["run", 3000], ["lock"], ["go", "long", 1], ["run", 2000], ["unlock"],
+       ["syscallblock", 2000], ["wait"]]
+[programs.lk]
+ops = [["lock"], ["run", 100], ["sleep", 5000]]
 [programs.long]
 ops = [["run", 8000]]
 """
 
 
 def test_newm_forks_from_the_caller_unless_it_is_locked(tmp_path):
-    """A locked M taints its own process; the M it needs meanwhile comes from the template (clean);
-    once unlocked, newm forks straight from it and the child inherits the taint."""
+    """A locked M taints its own process; the Ms needed from locked threads come from the template
+    (clean); once unlocked, newm forks straight from it and the child inherits the taint."""
     f = tmp_path / "taint.toml"
     f.write_text(TAINT)
     rep = gmpsim("run", str(f), out_dir=tmp_path / "run").report
     assert rep["outcome"] == "ok", rep
     threads = {t["m"]: t for t in rep["threads"]}
     via_template = [t for t in threads.values() if t["template"]]
-    direct_from_m0 = [t for t in threads.values() if t["forker"] == 0]
-    assert via_template and direct_from_m0, threads
+    startup = [threads[2], threads[3]]  # wakep at `go forcegchelper`, handoffp at gcenable's <-c
+    later_from_m0 = [t for t in threads.values() if t["forker"] == 0 and t["m"] not in (2, 3)]
+    assert via_template and later_from_m0, threads
+    assert all(t["forker"] == 0 and t["taint"] == "" for t in startup), startup
     assert all(t["taint"] == "" for t in via_template)
-    assert all("M0" in t["taint"].split() for t in direct_from_m0)
+    assert all("M0" in t["taint"].split() for t in later_from_m0)
     assert threads[0]["taint"] == ""
 
 
@@ -152,3 +160,48 @@ def test_scenarios_lists_every_builtin():
 def test_version():
     r = gmpsim("--version")
     assert r.code == 0 and r.stdout.startswith("gmpsim ")
+
+
+BARE = """
+name = "bare"
+gomaxprocs = 2
+timescale = 50
+schedtrace_ms = 1
+scheddetail = true
+[programs.main]
+ops = [["run", 3000]]
+"""
+
+
+def test_bare_program_makes_go_s_four_ms(tmp_path):
+    """runtime.main's start with real processes: m0, sysmon (virtual), the spinning M of wakep at
+    `go forcegchelper` and the M of stoplockedm's handoffp at gcenable's <-c (mnext 4, 3 forked);
+    scheddetail shows the runtime's goroutines parked with Go's wait reasons."""
+    f = tmp_path / "bare.toml"
+    f.write_text(BARE)
+    rep = gmpsim("run", str(f), out_dir=tmp_path / "run").report
+    assert rep["outcome"] == "ok", rep
+    assert rep["ms"]["created"] == 3 and sorted(t["m"] for t in rep["threads"]) == [0, 2, 3]
+    assert all(t["forker"] == 0 and not t["template"] for t in rep["threads"] if t["m"] != 0)
+    assert rep["goroutines"]["system"] == 3
+    assert rep["goroutines"]["created"] == 1 == rep["goroutines"]["completed"]
+    trace = (tmp_path / "run" / "schedtrace.log").read_text()
+    assert "  G2: status=4(force gc (idle)) m=-1 lockedm=-1\n" in trace
+    assert "  G3: status=4(GC sweep wait) m=-1 lockedm=-1\n" in trace
+    assert "  G4: status=4(GC scavenge wait) m=-1 lockedm=-1\n" in trace
+    assert "  M1: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=2 " in trace  # sysmon
+
+
+def test_cgo_binary_counts_its_extra_m(tmp_path):
+    """A cgo binary: the extra M (M1, no thread) and the template thread count in threads=, and the
+    extra M's G in the system goroutines."""
+    f = tmp_path / "cgo.toml"
+    f.write_text(BARE.replace('[["run", 3000]]', '[["cgo", 10], ["run", 3000]]'))
+    rep = gmpsim("run", str(f), out_dir=tmp_path / "run").report
+    assert rep["outcome"] == "ok", rep
+    assert rep["goroutines"]["system"] == 4
+    trace = (tmp_path / "run" / "schedtrace.log").read_text()
+    assert "  M1: p=-1 curg=17 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false " \
+           "blocked=false lockedg=17\n" in trace
+    # m0, the extra M, sysmon, wakep's M, handoffp's M and the template thread
+    assert any(" threads=6 " in ln for ln in trace.splitlines() if ln.startswith("SCHED"))

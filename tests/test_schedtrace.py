@@ -18,7 +18,7 @@ FIRST_DETAIL = (
     "  P0: status=1 schedtick=0 syscalltick=0 m=0 runqsize=0 gfreecnt=0 timerslen=0\n"
     "  P1: status=0 schedtick=0 syscalltick=0 m=-1 runqsize=0 gfreecnt=0 timerslen=0\n"
     "  P2: status=0 schedtick=0 syscalltick=0 m=-1 runqsize=0 gfreecnt=0 timerslen=0\n"
-    "  M1: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=false lockedg=-1\n"
+    "  M1: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=2 dying=0 spinning=false blocked=false lockedg=-1\n"
     "  M0: p=0 curg=1 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=false lockedg=-1\n"
     "  G1: status=2() m=0 lockedm=-1\n"
 )
@@ -28,7 +28,8 @@ SECOND_PLAIN = "SCHED 4ms: gomaxprocs=3 idleprocs=1 threads=5 spinningthreads=1 
 # P0 in a syscall (status 2, no M) with G5 on its runq and G6 on the global one; P1 idle; P2 in transit
 # to M3, which has not started yet (counted in threads= and, as mspinning, in spinningthreads=);
 # M4 is the template thread (asleep in notesleep: blocked=true); M2 sleeps in stoplockedm with its
-# locked G2; M1 is sysmon. G4 is dead; G1 sleeps; G2 waits in select{}.
+# locked G2; M1 is sysmon (locks=2: it prints holding sched.sysmonlock and sched.lock). G4 is dead;
+# G1 sleeps; G2 waits in select{}. (By hand: runtime.main's own goroutines are not started here.)
 SECOND_DETAIL = (
     "SCHED 4ms: gomaxprocs=3 idleprocs=1 threads=5 spinningthreads=1 idlethreads=0 runqueue=1"
     " gcwaiting=0 nmidlelocked=1 stopwait=0 sysmonwait=0\n"
@@ -38,7 +39,7 @@ SECOND_DETAIL = (
     "  M4: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=true lockedg=-1\n"
     "  M3: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=false lockedg=-1\n"
     "  M2: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=true lockedg=2\n"
-    "  M1: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=false lockedg=-1\n"
+    "  M1: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=2 dying=0 spinning=false blocked=false lockedg=-1\n"
     "  M0: p=-1 curg=3 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=false lockedg=-1\n"
     "  G1: status=4(sleep) m=-1 lockedm=-1\n"
     "  G2: status=4(select (no cases)) m=-1 lockedm=2\n"
@@ -140,7 +141,7 @@ def test_exited_and_wedged_ms(detail):
         "  P1: status=0 schedtick=1 syscalltick=0 m=-1 runqsize=0 gfreecnt=1 timerslen=0\n"
         "  M4: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=false lockedg=-1\n"
         "  M3: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=true lockedg=-1\n"
-        "  M1: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=false lockedg=-1\n"
+        "  M1: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=2 dying=0 spinning=false blocked=false lockedg=-1\n"
         "  M0: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=true lockedg=-1\n"
         "  G1: status=6() m=-1 lockedm=-1\n"
         "  G2: status=6() m=-1 lockedm=-1\n"

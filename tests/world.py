@@ -33,15 +33,15 @@ from dataclasses import dataclass, field
 from coordinator import effects as fx
 from coordinator import invariants
 from coordinator.core import schedinit, step
-from coordinator.sched import _Gdead, _Grunning, _Gsyscall, G
+from coordinator.sched import _Gdead, _Grunning, _Gsyscall, G, isSystemGoroutine
 from coordinator.sysmon import next_timer, sysmon_delay
-from protocol.ops import advance, compile_programs
+from protocol.ops import RUNTIME_OPS, advance, compile_programs
 
 FORKED, RUNNING, SYSCALL, PARKED, EXITED, GONE = "forked", "running", "syscall", "parked", "exited", "gone"
 
 #: events an M process sends about its current goroutine (they get exactly one reply)
 G_EVENTS = frozenset({"entersyscall", "exitsyscall", "entersyscallblock", "newproc", "lockosthread",
-                      "unlockosthread", "gopark", "gosched", "goexit"})
+                      "unlockosthread", "gopark", "gosched", "goexit", "runtime"})
 M_EVENTS = G_EVENTS | {"hello", "woken"}
 
 #: Fatal messages that are legitimate Go outcomes (each still checked by `legit_fatal`)
@@ -112,7 +112,7 @@ class World:
     forks: list = field(default_factory=list)
     sysmon_asleep: bool = False
     sysmon_wakeup: bool = False  # a WakeSysmon came while asleep
-    created: int = 1  # goroutines created (goroutine 1 by schedinit)
+    created: int = 1  # goroutines created (goroutine 1 by schedinit), system goroutines not counted
     recovered: list = field(default_factory=list)  # Recovered effects (an M died or was fenced)
     unfinished: bool = False  # run() stopped on max_steps
 
@@ -122,6 +122,7 @@ class World:
         self.sched, effects = schedinit(self.gomaxprocs, self.programs, self.hosts or {"local": self.slots},
                                         maxmcount=self.maxmcount, seed=self.seed,
                                         schedtrace_ms=self.schedtrace_ms, scheddetail=self.scheddetail)
+        self.programs = self.sched.programs  # the scenario's and the runtime's (runtime.main...)
         self._agenda: list = []
         self._agenda_started = False
         self._timer_at = None  # when the planned "timers" entry fires
@@ -140,8 +141,8 @@ class World:
         return self.fatal is not None or self.exit_code is not None
 
     def g(self, goid: int) -> G:
-        """The core's record of goroutine goid (goids are dense: allgs[goid - 1])."""
-        gp = self.sched.allgs[goid - 1]
+        """The core's record of goroutine goid (sched.goids: goids come from per-P batches)."""
+        gp = self.sched.goids[goid]
         assert gp.goid == goid
         return gp
 
@@ -226,7 +227,8 @@ class World:
 
     def newproc(self, m: int, prog: str, n: int = 1, at=None) -> list:
         out = self.send(m, "newproc", at=at or pos(), prog=prog, n=n)
-        self.created += n
+        if not prog.startswith("runtime."):  # isSystemGoroutine: not counted as created
+            self.created += n
         return out
 
     def entersyscall(self, m: int, cgo: bool = False, at=None) -> list:
@@ -248,6 +250,10 @@ class World:
 
     def gopark(self, m: int, reason: str, us: int = 0, at=None) -> list:
         return self.send(m, "gopark", at=at or pos(), reason=reason, us=us)
+
+    def runtime(self, m: int, op: str, arg: str = "", at=None) -> list:
+        """A runtime op (protocol/ops.py RUNTIME_OPS) of a runtime program (runtime.main...)."""
+        return self.send(m, "runtime", at=at or pos(), op=op, arg=arg)
 
     def gosched(self, m: int, at=None) -> list:
         return self.send(m, "gosched", at=at or pos())
@@ -421,7 +427,7 @@ class World:
         s = self.sched
         caller = None
         if sender is not None:
-            caller = s.allm.get(sender) or next((m for m in s.freem if m.id == sender), None)
+            caller = s.allm.get(sender) or next((m for m in (*s.freem, *s.osstackm) if m.id == sender), None)
         # The world's own count of the thread's LockOSThread calls (not the core's lockedExt).
         tainted = caller is not None and (self.procs[sender].locks > 0 or caller.incgo)
         if e.template != tainted:
@@ -449,7 +455,7 @@ class World:
         """Where the world's view of the M processes and the core's records differ."""
         errs = []
         s = self.sched
-        freem = {x.id: x for x in s.freem}
+        freem = {x.id: x for x in (*s.freem, *s.osstackm)}
         freed = {e.m for e in self.stackfrees}
         for m, p in self.procs.items():
             mp = s.allm.get(m)
@@ -459,7 +465,10 @@ class World:
                 if m not in freem and m not in freed:
                     errs.append(f"world: M{m} left freem but its g0 stack (slot {p.slot}) was never freed")
                 fm = freem.get(m)
-                if fm is not None and (fm.freeWait == 0) != (p.state == GONE):
+                if fm is not None and fm in s.osstackm:
+                    if p.state == GONE:
+                        errs.append(f"world: M{m} (cgo, its own stack) is gone but still waits for it")
+                elif fm is not None and (fm.freeWait == 0) != (p.state == GONE):
                     errs.append(f"world: M{m} is {p.state} but its freeWait={fm.freeWait}")
                 continue
             if mp is None:
@@ -629,6 +638,9 @@ class World:
         elif name in ("sleep", "park", "wait"):
             p.pos = (npc, tuple(nloops), 0)
             self.gopark(m, name, op[1] if name == "sleep" else 0, at=after)
+        elif name in RUNTIME_OPS:
+            p.pos = (npc, tuple(nloops), 0)
+            self.runtime(m, name, op[1] if len(op) > 1 else "", at=after)
         elif name == "exit":
             self.goexit(m, at=pos(pc, loops))
         else:
@@ -658,10 +670,11 @@ def legit_fatal(w: World) -> str:
     # A deadlock: no goroutine can run again, and no M is running or about to.
     if s.timers and f.message.startswith("all goroutines"):
         return "timers are pending"
-    for gp in s.allgs:
+    users = [gp for gp in s.allgs if not isSystemGoroutine(gp)]  # checkdead skips the runtime's
+    for gp in users:
         if gp.status not in (_Gdead, 4):
             return f"G{gp.goid} has status {gp.status}"
-    waiting = sum(gp.status == 4 for gp in s.allgs)
+    waiting = sum(gp.status == 4 for gp in users)
     if f.message.startswith("no goroutines") and waiting:
         return f"{waiting} goroutines are waiting"
     if f.message.startswith("all goroutines") and not waiting:
@@ -669,6 +682,25 @@ def legit_fatal(w: World) -> str:
     busy = [m for m, p in w.procs.items() if p.state in (FORKED, RUNNING, SYSCALL) or p.wake is not None]
     if busy:
         return f"Ms {busy} are still running or about to"
+    return ""
+
+
+def cgo_hang(w: World) -> str:
+    """Why the world, stuck with nothing left to do, is NOT the deadlock of a cgo binary that Go's
+    checkdead does not report (its extra M counts as running); "" when it is exactly that."""
+    s = w.sched
+    if not s.iscgo or s.extraMCount == 0:
+        return "not a cgo binary with an extra M"
+    if s.timers:
+        return "timers are pending"
+    for gp in s.allgs:
+        if not isSystemGoroutine(gp) and gp.status not in (_Gdead, 4):
+            return f"G{gp.goid} has status {gp.status}"
+    busy = [m for m, p in w.procs.items() if p.state in (FORKED, RUNNING, SYSCALL) or p.wake is not None]
+    if busy:
+        return f"Ms {busy} are still running or about to"
+    if s.mcount() - s.nmidle - s.nmidlelocked - s.nmsys != s.extraMCount:
+        return "checkdead's run counts more than the extra M"
     return ""
 
 
@@ -686,8 +718,9 @@ def snapshot(s) -> tuple:
                 m.lockedInt, m.incgo, gid(m.curg), m.park.key, m.freeWait, m.syscalltick, m.slot, m.started,
                 m.parked, m.exited, m.pid, m.epoch) for m in (*s.allm.values(), *s.freem))
     ps = tuple((p.id, p.status, mid(p.m), tuple(g.goid for g in p.runq), gid(p.runnext), p.schedtick,
-                p.syscalltick, p.gfreecnt, tuple(vars(p.sysmontick).values())) for p in s.allp)
-    gs = tuple((g.goid, g.status, g.waitreason, mid(g.m), mid(g.lockedm), g.pc, tuple(g.loops), g.left,
+                p.syscalltick, tuple(g.goid for g in p.gFree), p.goidcache, p.goidcacheend,
+                tuple(vars(p.sysmontick).values())) for p in s.allp)
+    gs = tuple((g.goid, g.prog, g.status, g.waitreason, mid(g.m), mid(g.lockedm), g.pc, tuple(g.loops), g.left,
                 g.live_children, g.preempt) for g in s.allgs)
     counters = (s.mnext, s.nmfreed, s.nmsys, s.nmidlelocked, s.nmidle, s.npidle, s.nmspinning, s.runqsize,
                 tuple(m.id for m in s.midle), tuple(p.id for p in s.pidle), tuple(g.goid for g in s.runq),
@@ -695,5 +728,7 @@ def snapshot(s) -> tuple:
                 tuple((w, q, g.goid) for w, q, g in s.timers), s.newmHandoff.haveTemplateThread,
                 s.newmHandoff.waiting, s.newmHandoff.wake.key, tuple(sorted(s.stats.items())),
                 tuple((h, tuple(sorted(v))) for h, v in s.stackfree_slots.items()), s.exit_code,
-                s.rng.getstate())
+                s.rng.getstate(), s.ngsys, tuple(g.goid for g in s.gFree), tuple(s.goids),
+                tuple((n, c.qcount, tuple(g.goid for g in c.recvq), tuple(g.goid for g in c.sendq))
+                      for n, c in s.chans.items()), tuple(m.id for m in s.osstackm))
     return ms, ps, gs, counters

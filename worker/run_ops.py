@@ -11,7 +11,7 @@ import os
 import time
 
 from protocol.messages import position
-from protocol.ops import advance
+from protocol.ops import RUNTIME_OPS, advance
 
 # A locked thread may change its own state (Go programs unshare namespaces or chdir after
 # LockOSThread). gmpsim's lock op marks its process so in this variable; a child forked from that
@@ -76,6 +76,9 @@ class OpRunner:
             elif name in ("sleep", "park", "wait"):
                 with m.g0.systemstack("runtime.park_m", g):
                     reply = m.call("gopark", g=g, pos=after, reason=name, us=op[1] if name == "sleep" else 0)
+            elif name in RUNTIME_OPS:  # the runtime's own programs (runtime.main, bgsweep...)
+                with m.g0.systemstack("runtime." + name, g):
+                    reply = m.call("runtime", g=g, pos=after, op=name, arg=op[1] if len(op) > 1 else "")
             elif name == "exit":  # runtime.Goexit
                 with m.g0.systemstack("runtime.goexit0", g):
                     return m.call("goexit", g=g, pos=position(pc, loops, 0))
