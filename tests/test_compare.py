@@ -170,3 +170,22 @@ def test_no_go_on_path_is_one_line_saying_how_to_install(tmp_path):
     assert p.returncode == 2 and p.stdout == ""
     assert len(p.stderr.strip().splitlines()) == 1
     assert "no `go` on PATH" in p.stderr and "apt-get install golang-go" in p.stderr
+
+
+@needs_go
+def test_an_unusable_cache_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env = dict(os.environ, GMPSIM_GO_CACHE=str(blocker / "cache"))
+    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "compare", "spawn-burst", "--out",
+                        str(tmp_path / "runs")], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "GMPSIM_GO_CACHE" in p.stderr
+
+
+def test_schedtrace_lines_pair_at_the_nearest_go_time():
+    go = ["SCHED 0ms: a", "SCHED 103ms: b", "SCHED 209ms: c", "SCHED 400ms: d"]
+    sim = ["SCHED 0ms: A", "SCHED 100ms: B", "SCHED 201ms: C", "SCHED 300ms: D"]
+    pairs = table.pair_schedtrace(go, sim, 100)
+    assert [(p["ms"], p["gmpsim_ms"], p["go"], p["gmpsim"]) for p in pairs] == [
+        (0, 0, "a", "A"), (103, 100, "b", "B"), (209, 201, "c", "C")]

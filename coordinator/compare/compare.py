@@ -15,7 +15,7 @@ from .gobuild import GoError, ensure_built, find_go, have_gcc
 from .gorun import HUNG_AFTER_FATAL_S, run_go
 from .simrun import SimError, run_sim
 
-EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 MAX_RUNS = 100
 
 
@@ -88,7 +88,8 @@ def compare(ref: str, runs: int = 3, tolerance: float = 10.0, overrides: tuple =
         "gmpsim": {"runs": [{k: v for k, v in r.items() if k != "schedtrace"} for r in sim_runs],
                    "fatal_lines": first_fatal(sim_runs)},
         "figures": figures,
-        "schedtrace": table.pair_schedtrace(go_runs[0]["schedtrace"], sim_runs[0]["schedtrace"]),
+        "schedtrace": table.pair_schedtrace(go_runs[0]["schedtrace"], sim_runs[0]["schedtrace"],
+                                           sc.schedtrace_ms),
         "out_dir": out_dir,
     }
     result["within"] = all(f["within"] is not False for f in figures)
@@ -103,6 +104,9 @@ def main(ref: str, runs: int, tolerance: float, overrides: list, json_path: str 
     except (BadInput, ScenarioError, GoError, SimError) as e:
         print(f"gmpsim: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("gmpsim: compare interrupted", file=sys.stderr)
+        return EXIT_ABORTED
     print(table.render(result))
     if markdown:
         print(table.MARKDOWN_HEADER)

@@ -166,8 +166,12 @@ def ensure_built(cgo: bool = False, go: str | None = None, files: dict[str, byte
     target = cache / key / BINARY
     if target.exists():
         return GoBinary(target, key, cgo, version, built=False)
-    cache.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
+    except OSError as e:
+        raise GoError(f"cannot use the Go build cache {cache}: {e.strerror or e} "
+                      "(set GMPSIM_GO_CACHE to a writable directory)") from None
     try:
         for name, data in files.items():
             (work / name).parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +186,8 @@ def ensure_built(cgo: bool = False, go: str | None = None, files: dict[str, byte
         (cache / key / "go-version").write_text(version + "\n")
     except subprocess.TimeoutExpired:
         raise GoError("building the Go program took more than 600 s") from None
+    except OSError as e:
+        raise GoError(f"building the Go program in {cache}: {e.strerror or e}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return GoBinary(target, key, cgo, version, built=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -13,16 +14,33 @@ class SimError(RuntimeError):
     """gmpsim refused the scenario (exit 2) or wrote no report; ``str()`` is one line."""
 
 
+def _stop(child: subprocess.Popen) -> None:
+    """SIGINT (the run's own clean shutdown), then SIGKILL if it does not end."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+        try:
+            child.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+
+
 def run_sim(ref: str, overrides: list[str], out_dir: str, limit_s: float) -> dict:
     argv = [sys.executable, "-m", "coordinator.cli", "run", ref, "--out", out_dir, "--no-progress",
             "--set", "faults=[]"]
     for o in overrides:
         argv += ["--set", o]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             stdin=subprocess.DEVNULL)
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=limit_s + 120,
-                              stdin=subprocess.DEVNULL)
+        stdout, stderr = child.communicate(timeout=limit_s + 120)
     except subprocess.TimeoutExpired:
+        _stop(child)
         raise SimError(f"gmpsim run {ref} did not end within {limit_s + 120:.0f} s") from None
+    except BaseException:  # Ctrl-C: let the run clean up its Ms and shared memory, as `gmpsim run` does
+        _stop(child)
+        raise
+    proc = subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
     if proc.returncode == 2:
         lines = proc.stderr.strip().splitlines()
         raise SimError(lines[-1] if lines else "gmpsim run: bad input")

@@ -61,8 +61,10 @@ def _fmt(summary: dict | None) -> str:
 _SCHED_MS = re.compile(r"^SCHED (\d+)ms: (.*)$")
 
 
-def pair_schedtrace(go_lines: list[str], sim_lines: list[str]) -> list[dict]:
-    """The SCHED lines of both at the same Go times (ms since start), in time order."""
+def pair_schedtrace(go_lines: list[str], sim_lines: list[str], period_ms: int = 0) -> list[dict]:
+    """The SCHED lines of both at the same Go times (ms since start), in Go's time order. Neither
+    side prints exactly on the period (sysmon prints at its next tick after it), so each Go line
+    is paired with gmpsim's nearest line within half a period, each gmpsim line used once."""
     def by_ms(lines):
         out = {}
         for ln in lines:
@@ -71,7 +73,15 @@ def pair_schedtrace(go_lines: list[str], sim_lines: list[str]) -> list[dict]:
                 out.setdefault(int(m.group(1)), m.group(2))
         return out
     g, s = by_ms(go_lines), by_ms(sim_lines)
-    return [{"ms": t, "go": g[t], "gmpsim": s[t]} for t in sorted(g.keys() & s.keys())]
+    slack = period_ms // 2
+    pairs, used = [], set()
+    for t in sorted(g):
+        near = [u for u in s if abs(u - t) <= slack and u not in used]
+        if near:
+            u = min(near, key=lambda u: (abs(u - t), u))
+            used.add(u)
+            pairs.append({"ms": t, "go": g[t], "gmpsim_ms": u, "gmpsim": s[u]})
+    return pairs
 
 
 def _pick(pairs: list, most: int) -> list:
@@ -111,7 +121,8 @@ def render(result: dict, most_sched_rows: int = 12) -> str:
                    f"{result['schedtrace_ms']} ms, first run of each):")
         for p in shown:
             out.append(f"  {p['ms']:>6}ms  go:     {p['go']}")
-            out.append(f"  {'':>6}    gmpsim: {p['gmpsim']}")
+            at = "" if p["gmpsim_ms"] == p["ms"] else f" ({p['gmpsim_ms']}ms)"
+            out.append(f"  {'':>6}    gmpsim: {p['gmpsim']}{at}")
     elif result["schedtrace_ms"]:
         out.append("schedtrace: no SCHED lines at a common Go time (the run is shorter than schedtrace_ms)")
     out.append("verdict: " + ("every figure within tolerance" if result["within"] else
