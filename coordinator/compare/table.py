@@ -109,6 +109,12 @@ def render(result: dict, most_sched_rows: int = 12) -> str:
     out += [line for line in result["notes"]]
     for r in rows:
         out.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    go_runs = result["go"]["runs"]
+    tc = summarize([r.get("threadcreate") for r in go_runs])
+    exact = sum(1 for r in go_runs if r.get("counts") == "exact")
+    out.append(f"real Go: pprof threadcreate (Ms in allm) {_fmt(tc)}; mnext/nmfreed read from runtime.sched and "
+               f"checked against /proc in {exact} of {len(go_runs)} runs"
+               + ("" if exact == len(go_runs) else " (the others: sampled from outside, or unverified)"))
     for side in ("go", "gmpsim"):
         lines = result[side]["fatal_lines"]
         if lines:
@@ -121,7 +127,7 @@ def render(result: dict, most_sched_rows: int = 12) -> str:
                    f"{result['schedtrace_ms']} ms, first run of each):")
         for p in shown:
             out.append(f"  {p['ms']:>6}ms  go:     {p['go']}")
-            at = "" if p["gmpsim_ms"] == p["ms"] else f" ({p['gmpsim_ms']}ms)"
+            at = "" if p.get("gmpsim_ms", p["ms"]) == p["ms"] else f" ({p['gmpsim_ms']}ms)"
             out.append(f"  {'':>6}    gmpsim: {p['gmpsim']}{at}")
     elif result["schedtrace_ms"]:
         out.append("schedtrace: no SCHED lines at a common Go time (the run is shorter than schedtrace_ms)")
