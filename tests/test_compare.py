@@ -76,9 +76,11 @@ def test_schedt_offsets_of_this_machines_runtime():
 def test_go_counts_agree_with_proc_on_a_bare_program(binary, tmp_path):
     run = go_run(binary, scenario('[programs.main]\nops = [["run", 1000]]\n'), tmp_path)
     assert run["outcome"] == "ok" and run["counts"] == "exact"  # mnext - nmfreed == /proc Threads
-    # FACTS.md: m0, sysmon and two Ms woken when runtime.main starts its own goroutines.
-    assert run["mnext"] == 4 and run["nmfreed"] == 0
-    assert run["threads_end"] == run["threadcreate"] == 4
+    # FACTS.md: m0, sysmon and two Ms woken when runtime.main starts its own goroutines; once, at
+    # a load average of 38, real Go made a fifth.
+    assert run["mnext"] in (4, 5) and run["nmfreed"] == 0, run
+    assert run["threads_end"] == run["threadcreate"] == run["mnext"]
+    assert run["peak_threads"] >= run["threads_end"]  # the outside sampler saw them too
 
 
 def test_a_locked_goroutine_that_exits_frees_its_m(binary, tmp_path):
