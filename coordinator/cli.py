@@ -68,6 +68,16 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     keys = sub.add_parser("keys", help="write CURVE key pairs for the coordinator and the agents into DIR")
     keys.add_argument("dir", metavar="DIR")
+    compare = sub.add_parser("compare", help="run a scenario on real Go and on gmpsim, side by side")
+    compare.add_argument("scenario", metavar="SCENARIO|FILE", help="a built-in name or a TOML file")
+    compare.add_argument("--runs", type=int, default=3, metavar="N", help="runs on each side (default 3)")
+    compare.add_argument("--tolerance", type=float, default=10.0, metavar="PCT",
+                         help="how far gmpsim's medians may be from Go's, in %% (default 10; ±1 M below 10)")
+    compare.add_argument("--json", metavar="FILE", help="also write every figure and run as JSON")
+    compare.add_argument("--markdown", action="store_true", help="also print the README reference table's row")
+    compare.add_argument("--out", metavar="DIR", help="where the runs go (default runs/compare-<scenario>-<timestamp>/)")
+    compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a scenario key on both sides (repeatable)")
     sub.add_parser("scenarios", help="list the built-in scenarios")
     sub.add_parser("clean", help="remove the shared memory and run directories of gmpsim processes that are dead")
     plot = sub.add_parser("plot", help="draw RUN_DIR/trace.json into RUN_DIR/threads.png (needs matplotlib)")
@@ -452,6 +462,10 @@ def _main(argv: list[str] | None = None) -> int:
         return bench_main(args.quick, args.json)
     if args.cmd == "plot":
         return cmd_plot(args)
+    if args.cmd == "compare":
+        from .compare.compare import main as compare_main
+        return compare_main(args.scenario, args.runs, args.tolerance, args.overrides, args.json, args.out,
+                            args.markdown)
     return cmd_scenarios(args)
 
 

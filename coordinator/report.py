@@ -36,6 +36,11 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
                        "system": st.get("goroutines_system", 0)},
         "ms": {
             "created": st.get("ms_created", 0),
+            # Go's sched.mnext (Ms ever created or reserved: m0, sysmon, the template thread included)
+            # and sched.nmfreed (Ms exited, a wedged m0 included); allm: Ms still in allm at the end.
+            "mnext": sched.mnext if sched is not None else 0,
+            "nmfreed": sched.nmfreed if sched is not None else 0,
+            "allm": len(sched.allm) if sched is not None else 0,
             "peak": coord.peak_mcount if coord is not None else 0,
             "reused": st.get("mget", 0),
             "via_template": st.get("via_template", 0),

@@ -1,0 +1,3 @@
+module gmpsim/compare
+
+go 1.19
