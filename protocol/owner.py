@@ -1,4 +1,4 @@
-"""Names whose owner can be checked: what a run leaves on the file system says who made it.
+r"""Names whose owner can be checked: what a run leaves on the file system says who made it.
 
 Shared-memory arenas (``/dev/shm/gmpsim-<run>-<host>``) and private run directories
 (``/tmp/gmpsim-<owner>_<random>``) carry their owner's pid and start time (clock ticks since
