@@ -57,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
                        help="where Ms that no M forks go (sysmon's, the template's); default least-loaded")
     agent = sub.add_parser("agent", help="join a coordinator as a host: fork and reap its Ms here")
     agent.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="the coordinator")
-    agent.add_argument("--name", required=True, help="this host's name (unique per host)")
+    agent.add_argument("--name", default=os.environ.get("GMPSIM_AGENT_NAME") or None,
+                       help="this host's name (unique per host; default: $GMPSIM_AGENT_NAME, e.g. a pod's name)")
     _security_options(agent)
     bench = sub.add_parser("bench", help="measure this machine: M creation, wake, coordinator throughput, scale")
     bench.add_argument("--quick", action="store_true", help="small sizes (about 30 s)")
@@ -208,6 +209,8 @@ def _check_security(args, endpoint: str) -> str | None:
 def cmd_agent(args) -> int:
     """`gmpsim agent`: the host agent is its own program (python -m worker.agent); this becomes it."""
     err = _check_security(args, args.connect)
+    if not args.name:
+        err = "agent: --name is required (or set GMPSIM_AGENT_NAME)"
     if err:
         print(f"gmpsim: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
