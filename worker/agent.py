@@ -22,6 +22,7 @@ import time
 import uuid
 
 import zmq
+from setproctitle import setproctitle
 
 from protocol.codec import ProtocolError, decode, encode
 from protocol.transport import agent_identity, curve_client_keys, dealer
@@ -40,6 +41,16 @@ HEARTBEAT_S = 0.5  # across hosts
 HEARTBEAT_TIMEOUT_S = 3.0  # the coordinator fences a host silent this long; we rejoin afresh
 GIVE_UP_S = 60.0  # a remote agent with no coordinator at all this long exits (code 3)
 NOT_OUR_CHILD = -256  # mexited.status when the exit status is not ours to read
+
+
+M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+
+
+def _one_malloc_arena() -> None:
+    """Every thread of this process and of the Ms it forks allocates from the main malloc arena:
+    glibc otherwise gives each ZeroMQ thread (I/O, reaper) of every M its own arena, whose touched
+    pages are that M's alone (MALLOC_ARENA_MAX=1, set at run time, inherited through fork)."""
+    ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
 
 
 def _die_with_parent() -> None:
@@ -334,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     if remote:
         args.guardian_pid = os.getpid()  # no coordinator process here: our Ms die with us
     run_id = args.run_id or uuid.uuid4().hex[:12]
+    setproctitle(f"gmpsim agent {args.host}")  # what ps and top show (every M is `gmpsim M<id>`)
+    _one_malloc_arena()
     set_child_subreaper()
     if not remote:
         _die_with_parent()
