@@ -33,7 +33,8 @@ def checkdead(sched: Sched) -> None:
                         prints=(f"runtime: checkdead: find g {gp.goid} in status {gp.status}",))
     if grunning == 0:
         raise Throw("no goroutines (main called runtime.Goexit) - deadlock!")
-    # Go returns here if any P still has timers; our sleeping goroutines' timers are global.
-    if sched.timers:
-        return
+    # There are no goroutines running, so we can look at the P's.
+    for p in sched.allp:
+        if p.timers:
+            return
     raise Throw("all goroutines are asleep - deadlock!", prints=())

@@ -1,7 +1,7 @@
 """The core's front door: schedinit, and `step(sched, event, now) -> effects`.
 
 An event is an M's message (already decoded by protocol/), the agent's report that an M's process
-is gone, a sysmon tick or a timer. `step` checks that the event makes sense for the state (an M
+is gone, the end of one of sysmon's sleeps, or the end of the wait of the M blocked in netpoll. `step` checks that the event makes sense for the state (an M
 that exists, in the right epoch, doing what its message says) before changing anything: a bad
 event raises BadEvent and leaves the state as it was. A Go throw becomes a Fatal effect.
 No I/O, no clock (now is passed in, in Go nanoseconds), no randomness but sched.rng (seeded).
@@ -23,9 +23,9 @@ from .runtime_main import RUNTIME_CHANS, with_runtime
 from .sched import (_Gdead, _Grunning, _Gsyscall, _Prunning, G, M, P, Sched, hchan, waitReasonForceGCIdle,
                     waitReasonGCScavengeWait, waitReasonGCSweepWait, waitReasonSelectNoCases,
                     waitReasonSemacquire, waitReasonSleep)
-from .schedule import goschedImpl, mstart1, mstartm0, newproc, newproc1, park_m, woken
+from .schedule import goschedImpl, mstart1, mstartm0, netpollready, newproc, newproc1, park_m, resetForSleep, woken
 from .syscall import entersyscall, entersyscallblock, exitsyscall
-from .sysmon import addtimer, sysmon_tick, sysmon_wake, timers_fire
+from .sysmon import sysmon_tick, sysmon_wake
 
 
 class BadEvent(ValueError):
@@ -126,8 +126,16 @@ def _prep_hello(sched: Sched, ev: dict) -> tuple[M]:
 
 def _prep_woken(sched: Sched, ev: dict) -> tuple[M]:
     mp = _m(sched, ev)
-    if not mp.blocked or mp.park.key == 0 or mp.nextp is None and mp.parked != "m0":
+    if not mp.blocked or mp.park.key == 0 or mp.nextp is None and mp.parked not in ("m0", "netpoll"):
         raise BadEvent(f"core: woken: M{mp.id} was not woken")
+    return (mp,)
+
+
+def _prep_netpoll(sched: Sched, ev: dict) -> tuple[M]:
+    """The shell's "netpoll": the wait of the M blocked in netpoll is over (its timeout or a break)."""
+    mp = _m(sched, ev)
+    if mp.parked != "netpoll" or mp.park.key != 0:
+        raise BadEvent(f"core: netpoll: M{mp.id} is not blocked in netpoll")
     return (mp,)
 
 
@@ -178,6 +186,12 @@ def _prep_mexited(sched: Sched, ev: dict) -> tuple[M]:
 
 
 def _prep_none(sched: Sched, ev: dict) -> tuple:
+    return ()
+
+
+def _prep_sysmon_wake(sched: Sched, ev: dict) -> tuple:
+    if sched.sysmonwait == 0 and sched.sysmonnote.key == 0:
+        raise BadEvent("core: sysmon_wake: sysmon is not in its deep sleep")
     return ()
 
 
@@ -235,7 +249,12 @@ def _on_gopark(sched: Sched, ev: dict, mp: M, gp: G) -> None:
         sched.fx.append(fx.Cont(mp.id))  # WaitGroup already at zero: no park
         return
     if reason == "sleep":
-        addtimer(sched, gp, sched.now + ev.get("us", 0) * 1000)
+        ns = ev.get("us", 0) * 1000
+        if ns <= 0:  # time.Sleep: "if ns <= 0 { return }"
+            sched.fx.append(fx.Cont(mp.id))
+            return
+        park_m(sched, mp, gp, waitReasonSleep, lambda: resetForSleep(sched, mp, gp, sched.now + ns))
+        return
     park_m(sched, mp, gp, GOPARK_REASONS[reason])
 
 
@@ -341,8 +360,8 @@ def _on_sysmon_wake(sched: Sched, ev: dict) -> None:
     sysmon_wake(sched)
 
 
-def _on_timers(sched: Sched, ev: dict) -> None:
-    timers_fire(sched)
+def _on_netpoll(sched: Sched, ev: dict, mp: M) -> None:
+    netpollready(sched, mp)
 
 
 _HANDLERS = {
@@ -350,13 +369,13 @@ _HANDLERS = {
     "exitsyscall": _on_exitsyscall, "entersyscallblock": _on_entersyscallblock, "newproc": _on_newproc,
     "lockosthread": _on_lock, "unlockosthread": _on_unlock, "gopark": _on_gopark, "gosched": _on_gosched, "runtime": _on_runtime,
     "goexit": _on_goexit, "mexited": _on_mexited, "sysmon": _on_sysmon, "sysmon_wake": _on_sysmon_wake,
-    "timers": _on_timers, "mdead": _on_mdead, "forkfail": _on_forkfail, "refork": _on_refork,
+    "netpoll": _on_netpoll, "mdead": _on_mdead, "forkfail": _on_forkfail, "refork": _on_refork,
     "hostlost": _on_hostlost, "hostjoin": _on_hostjoin,
 }
 _PREPARE = {
     "hello": _prep_hello, "woken": _prep_woken, "exitsyscall": _prep_exitsyscall,
     "newproc": _prep_newproc, "gopark": _prep_gopark, "mexited": _prep_mexited, "runtime": _prep_runtime,
-    "sysmon": _prep_none, "sysmon_wake": _prep_none, "timers": _prep_none,
+    "sysmon": _prep_none, "sysmon_wake": _prep_sysmon_wake, "netpoll": _prep_netpoll,
     "mdead": _prep_any_m, "forkfail": _prep_unborn, "refork": _prep_unborn,
     "hostlost": _prep_none, "hostjoin": _prep_none,
 }

@@ -76,6 +76,29 @@ class WakeSysmon:
 
 
 @dataclass(frozen=True)
+class SysmonSleep:
+    """sysmon sleeps until Go time `until` (ns), then the shell sends the event "sysmon" (usleep,
+    note=False) or "sysmon_wake" (note=True: notetsleep(&sched.sysmonnote), which a WakeSysmon
+    ends early)."""
+    until: int
+    note: bool
+
+
+@dataclass(frozen=True)
+class NetpollSleep:
+    """M `m` blocks in netpoll(delay) until Go time `until` (ns): its process sleeps (it got a Park
+    reply). At `until`, or at once after a NetpollBreak, the shell sends the event "netpoll"."""
+    m: int
+    until: int
+
+
+@dataclass(frozen=True)
+class NetpollBreak:
+    """netpollBreak: the M blocked in netpoll returns now (the shell sends "netpoll" at once)."""
+    m: int
+
+
+@dataclass(frozen=True)
 class Trace:
     """schedtrace output (one or more lines, newline-terminated)."""
     text: str

@@ -12,7 +12,10 @@ Between two steps every record is in one well-defined state:
   entered the syscall on it still has it as oldp with the same syscalltick);
 - a (non-virtual) M in allm is unstarted (a Fork is on its way; nextp set, m0 excepted: it holds P0
   from procresize), running a goroutine (curg _Grunning with a P, or _Gsyscall without one), idle
-  on sched.midle (parked in stopm, no P, no nextp), woken from stopm (parked, key set, nextp set),
+  on sched.midle (parked in stopm, no P, no nextp; it resumes in findrunnable or schedule), woken
+  from stopm (parked, key set, nextp set), blocked in netpoll (findrunnable's poll until the next
+  timer: no P, no nextp, not on midle so not idle, not spinning; at most one, and sched.lastpoll is
+  0 exactly while it is there; key set once its wait is over, still with no P),
   parked in stoplockedm with its locked goroutine (key set and nextp set once startlockedm handed it
   a P), or m0 wedged by mexit (it stays in allm, counted in nmfreed). Exited Ms (mexit, or mdead
   for a process that died) are on sched.freem until allocm frees their g0 stack;
@@ -84,6 +87,7 @@ def check(sched: Sched) -> list[str]:
     extra = {id(mp) for mp in sched.extram}
     if len(sched.extram) != sched.extraMCount:
         e(f"sched: extraMCount={sched.extraMCount} but {len(sched.extram)} Ms on extram")
+    polling = 0
     for mp in sched.midle:
         if id(mp) in in_midle:
             e(f"M{mp.id}: on midle twice")
@@ -152,9 +156,18 @@ def check(sched: Sched) -> list[str]:
             if mp.p is not None or mp.curg is not None:
                 e(f"{name}: parked ({mp.parked}) with p={_pn(mp.p)} curg={_gn(mp.curg)}")
             key, nextp = mp.park.key, mp.nextp
-            if (key != 0) != (nextp is not None):
+            if mp.parked == "netpoll":
+                if nextp is not None or id(mp) in in_midle or mp.spinning or mp.lockedg is not None:
+                    e(f"{name}: blocked in netpoll with nextp={_pn(nextp)} spinning={mp.spinning} "
+                      f"lockedg={_gn(mp.lockedg)}{' on midle' if id(mp) in in_midle else ''}")
+                if sched.pollm is not mp:
+                    e(f"{name}: blocked in netpoll but sched.pollm is {_mn(sched.pollm)}")
+                polling += 1
+            elif (key != 0) != (nextp is not None):
                 e(f"{name}: parked ({mp.parked}) with park.key={key} but nextp={_pn(nextp)}")
             if mp.parked == "stopm":
+                if mp.resume not in ("findrunnable", "schedule"):
+                    e(f"{name}: parked in stopm to resume in {mp.resume!r}")
                 if id(mp) in in_midle:
                     if key != 0 or nextp is not None or mp.spinning:
                         e(f"{name}: idle on midle with key={key} nextp={_pn(nextp)} spinning={mp.spinning}")
@@ -174,6 +187,8 @@ def check(sched: Sched) -> list[str]:
                       f"{_STATUS_G.get(mp.lockedg.status, mp.lockedg.status)}")
                 if mp.spinning:
                     e(f"{name}: spinning while parked in stoplockedm")
+            elif mp.parked == "netpoll":
+                pass
             elif mp.parked == "m0":
                 if mp is not sched.m0:
                     e(f"{name}: wedged like m0 but is not m0")
@@ -261,6 +276,12 @@ def check(sched: Sched) -> list[str]:
     if sched.nmfreed != gone + wedged:
         e(f"sched: nmfreed={sched.nmfreed} but {gone} Ms exited or died"
           f"{' and m0 wedged' if wedged else ''}")
+    if (sched.lastpoll == 0) != (polling == 1) or polling > 1:
+        e(f"sched: lastpoll={sched.lastpoll} with {polling} Ms blocked in netpoll")
+    if sched.pollm is not None and (sched.allm.get(sched.pollm.id) is not sched.pollm or sched.pollm.parked != "netpoll"):
+        e(f"sched: pollm={_mn(sched.pollm)} is not an M of allm blocked in netpoll")
+    if sched.pollm is None and (sched.pollUntil != 0 or sched.lastpoll == 0):
+        e(f"sched: nobody in netpoll but pollUntil={sched.pollUntil} lastpoll={sched.lastpoll}")
     run = sched.mcount() - sched.nmidle - sched.nmidlelocked - sched.nmsys
     if run < 0:
         e(f"sched: checkdead's run={run} < 0")
@@ -336,7 +357,9 @@ def check(sched: Sched) -> list[str]:
             enq(gp, f"P{p.id}.runq")
     for gp in sched.runq:
         enq(gp, "the global runq")
-    sleeping = {id(t[2]) for t in sched.timers}
+    sleeping = {id(t[2]) for p in sched.allp for t in p.timers}
+    if sleeping and not sched.netpollInited:
+        e("sched: timers but the netpoller was never initialised (doaddtimer)")
 
     seen: set[int] = set()
     for gp in sched.allgs:

@@ -1,7 +1,8 @@
 """The coordinator's event loop: the shell around the pure core. The loop is sched.lock: one thread
-takes one event at a time (an M's or agent's message, sysmon's timer, a sleeping goroutine's timer,
-an agent's death), hands it to core.step with the Go clock, and carries out the effects over
-ZeroMQ: replies to the M that asked, forks, wakes, preemptions, stack frees.
+takes one event at a time (an M's or agent's message, the end of one of sysmon's sleeps, the end of
+the wait of the M blocked in netpoll, an agent's death), hands it to core.step with the Go clock,
+and carries out the effects over ZeroMQ: replies to the M that asked, forks, wakes, preemptions,
+stack frees; it keeps the time of sysmon's sleeps and of the netpoll wait.
 
 Go time: the wall clock since the start divided by the scenario's timescale (wall µs per Go µs).
 Delivery (delivery.py): replies are cached and resent for duplicate requests; WAKE, newosproc and
@@ -30,7 +31,7 @@ from .faults import FaultPlan
 from .inject import Injector
 from .invariants import check as check_invariants
 from .latency import Latency
-from .sysmon import next_timer, sysmon_delay
+from .sysmon import sysmon_usleep
 
 log = logging.getLogger("gmpsim.coordinator")
 
@@ -147,7 +148,9 @@ class Coordinator:
         self.agent_fds: dict[int, str] = {}  # pidfd -> host
         self.restart_agents = True
         self.t0 = 0.0
-        self.sysmon_at: float | None = None
+        self.sysmon_at: float | None = None  # when sysmon's sleep (SysmonSleep) ends, wall time
+        self.sysmon_note = False  # that sleep is the deep one (notetsleep): "sysmon_wake" ends it
+        self.poll: tuple[int, float] | None = None  # (M, wall time) the M blocked in netpoll wakes
         self.done = False
         self.peak_mcount = 0  # the highest mcount(), counted as Go counts threads
         self.observers = list(observers or [])
@@ -281,7 +284,7 @@ class Coordinator:
             o.started(self.sched, 0, self.t0)
         self.apply(effects, None, 0)
         self.observe(None, effects)
-        self.arm_sysmon()
+        self.sysmon_sleep(sysmon_usleep(self.sched))  # sysmon's first usleep(20)
 
     def welcome(self, host: str) -> None:
         self.agent_spoke[host] = False
@@ -311,7 +314,7 @@ class Coordinator:
             if self.stop_flag():
                 self.out = Outcome("aborted", reason="interrupted")
                 break
-            wake = min(x for x in (deadline, self.sysmon_at, self.timer_at(), self.delivery.next_at(),
+            wake = min(x for x in (deadline, self.sysmon_at, self.poll and self.poll[1], self.delivery.next_at(),
                                    self.inject.next_at()) if x is not None)
             # zmq_poll counts whole ms: round up rather than spin (a busy coordinator steals the
             # CPU the Ms need); a timer may fire up to 1 ms late, as sysmon's usleep may.
@@ -338,11 +341,12 @@ class Coordinator:
             self.deliveries(now)
             if self.remote:
                 self.heartbeats(now)
-            if not self.done and self.timer_at() is not None and now >= self.timer_at():
-                self.event({"t": "timers"}, None)
+            if not self.done and self.poll is not None and now >= self.poll[1]:
+                mid, self.poll = self.poll[0], None  # the netpoll wait is over (timeout or break)
+                self.event({"t": "netpoll", "m": mid}, None)
             if not self.done and self.sysmon_at is not None and now >= self.sysmon_at:
-                self.event({"t": "sysmon"}, None)
-                self.arm_sysmon()
+                self.sysmon_at = None  # the event's effects hold sysmon's next sleep
+                self.event({"t": "sysmon_wake" if self.sysmon_note else "sysmon"}, None)
         return self.out
 
     def check_socket(self, now: float) -> None:
@@ -363,15 +367,13 @@ class Coordinator:
             return (parts[0] if parts else b""), None
         return parts[0], parts[1]
 
-    def timer_at(self) -> float | None:
-        when = next_timer(self.sched)
-        if when is None:
-            return None
-        return self.t0 + when * self.sc.timescale / 1e9
+    def wall_at_go_ns(self, ns: int) -> float:
+        return self.t0 + ns * self.sc.timescale / 1e9
 
-    def arm_sysmon(self) -> None:
-        delay = sysmon_delay(self.sched)
-        self.sysmon_at = None if delay is None else self.wall_after(delay)
+    def sysmon_sleep(self, e: fx.SysmonSleep) -> None:
+        """sysmon sleeps until e.until (Go ns): a usleep, or the deep sleep a WakeSysmon ends early."""
+        self.sysmon_at = self.wall_at_go_ns(e.until)
+        self.sysmon_note = e.note
 
     def bad_frame(self, ident: bytes, why) -> None:
         self.rec.bad_frames += 1
@@ -760,8 +762,16 @@ class Coordinator:
                 self.send_agent(e.host, "stackfree", slot=e.slot, m=e.m)
             elif isinstance(e, fx.Recovered):
                 self.recovered(e)
+            elif isinstance(e, fx.SysmonSleep):
+                self.sysmon_sleep(e)
             elif isinstance(e, fx.WakeSysmon):
-                self.arm_sysmon()
+                if self.sysmon_note:  # notewakeup(&sched.sysmonnote): its notetsleep returns now
+                    self.sysmon_at = now
+            elif isinstance(e, fx.NetpollSleep):
+                self.poll = (e.m, self.wall_at_go_ns(e.until))
+            elif isinstance(e, fx.NetpollBreak):
+                if self.poll is not None and self.poll[0] == e.m:
+                    self.poll = (e.m, now)
             elif isinstance(e, fx.Trace):
                 self.trace_file.write(e.text)
                 self.trace_file.flush()
@@ -791,6 +801,8 @@ class Coordinator:
         return retry_ms * 1000 * self.sc.timescale / 1e6 + spec["delay_us"] / 1e6
 
     def recovered(self, e: fx.Recovered) -> None:
+        if self.poll is not None and self.poll[0] == e.m:
+            self.poll = None  # it was the M blocked in netpoll
         if e.why.startswith("lost"):  # fenced, maybe alive: told to exit (it does when it resumes)
             self.raw_send(self.m_identity_of(e.m), encode("shutdown", self._seq(), 0))
         self.inject.recovered(e)

@@ -12,7 +12,8 @@ no goroutine and no P is lost, is what retake and mexit would do for the pieces 
 from __future__ import annotations
 
 from .checkdead import checkdead
-from .proc import handoffp, injectglist
+from .proc import handoffp, injectglist, wakeNetPoller
+from .timers import maxWhen, timeSleepUntil
 from .sched import _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall, M, Sched
 
 
@@ -22,7 +23,8 @@ def describe_m(mp: M) -> str:
         return "starting (forked, no mstart yet)"
     if mp.blocked:
         return {"stoplockedm": f"parked with locked G{mp.lockedg.goid if mp.lockedg else '?'} (stoplockedm)",
-                "m0": "wedged (m0 after its locked goroutine exited)"}.get(mp.parked, "parked (stopm)")
+                "m0": "wedged (m0 after its locked goroutine exited)",
+                "netpoll": "blocked in netpoll (findrunnable, until the next timer)"}.get(mp.parked, "parked (stopm)")
     if mp.curg is not None:
         if mp.curg.status == _Gsyscall:
             return f"in a {'cgo call' if mp.incgo else 'syscall'} (G{mp.curg.goid})"
@@ -50,6 +52,12 @@ def mdead(sched: Sched, mp: M, gone: bool) -> dict:
     if mp.spinning or (not mp.started and mp.mstartfn == "mspinning"):
         sched.nmspinning -= 1  # the waker counted it; nobody will resetspinning it now
         mp.spinning = False
+    was_polling = sched.pollm is mp
+    if was_polling:  # it was the M in netpoll: nobody polls now (as after netpoll returns)
+        sched.pollm = None
+        sched.pollUntil = 0
+        sched.lastpoll = sched.now or 1
+        mp.wasSpinning = False
     if mp.parked == "stoplockedm" and mp.park.key == 0:
         sched.nmidlelocked -= 1  # undo stoplockedm's incidlelocked(1) (startlockedm's wake already did)
     # The goroutine it ran, or the locked one it was handed (startlockedm), goes back (below).
@@ -95,6 +103,10 @@ def mdead(sched: Sched, mp: M, gone: bool) -> dict:
         handoffp(sched, p, sched.sysmonm, "mdead")
     # As netpoll's results come back: on the global queue, with an M started per G while Ps idle.
     injectglist(sched, glist, sched.sysmonm, "mdead")
+    if was_polling:  # somebody must wait for the timers in its place: as when a timer is added
+        nxt = timeSleepUntil(sched)
+        if nxt != maxWhen:
+            wakeNetPoller(sched, nxt, sched.sysmonm)
     checkdead(sched)
     return {"doing": doing, "requeued": requeued, "ps": [p.id for p in ps]}
 

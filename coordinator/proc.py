@@ -1,9 +1,10 @@
 """The M lifecycle of proc.go: create (startm → newm → allocm → newm1 → newosproc), park (stopm,
-mput/mget, notewakeup), hand off Ps (handoffp, wakep, pidleput/pidleget), and the template thread.
+mput/mget, notewakeup), hand off Ps (handoffp, wakep, pidleput/pidleget), wake the netpoller
+(wakeNetPoller, netpollBreak), and the template thread.
 
 Every function is named as in Go 1.16 and says where it differs. `mp` arguments that Go gets from
 `getg().m` are passed explicitly: `caller` is the M whose event is being handled (sysmon's M for
-sysmon and timers). Effects go to `sched.fx`; nothing here does I/O.
+sysmon's events and for the shell's recovery of dead Ms). Effects go to `sched.fx`; nothing here does I/O.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .checkdead import checkdead
 from .note import notesleep, notewakeup
 from .sched import _Pidle, _Prunning, M, P, Sched, runqempty
 from .runq import globrunqput
+from .timers import nobarrierWakeTime
 
 
 def mReserveID(sched: Sched) -> int:
@@ -242,9 +244,9 @@ def startm(sched: Sched, p: P | None, spinning: bool, caller: M | None, why: str
 
 
 def handoffp(sched: Sched, p: P, caller: M | None, why: str = "handoffp") -> None:
-    """Go's handoffp: start an M for p wherever findrunnable would find work for it; otherwise
-    put p on the idle list. No GC and no safe-point functions here, so conditions 2, 4 and 5 of
-    Go 1.16 never hold; lastpoll is never 0 (no netpoller), so the last P always keeps an M."""
+    """Go 1.16's handoffp: start an M for p wherever findrunnable would find work for it; otherwise
+    put p on the idle list and, if it has timers, wakeNetPoller(its first timer). No GC and no
+    safe-point functions here, so conditions 2, 4 and 5 of Go 1.16 never hold."""
     if not runqempty(p) or sched.runqsize != 0:
         startm(sched, p, False, caller, why)
         return
@@ -255,10 +257,35 @@ def handoffp(sched: Sched, p: P, caller: M | None, why: str = "handoffp") -> Non
     if sched.runqsize != 0:
         startm(sched, p, False, caller, why)
         return
+    # If this is the last running P and nobody is polling network, need to wakeup another M to poll network.
     if sched.npidle == sched.gomaxprocs - 1 and sched.lastpoll != 0:
         startm(sched, p, False, caller, why)
         return
+    when = nobarrierWakeTime(p)
     pidleput(sched, p)
+    if when != 0:
+        wakeNetPoller(sched, when, caller)
+
+
+def wakeNetPoller(sched: Sched, when: int, caller: M | None) -> None:
+    """Go's wakeNetPoller: wake the M blocked in netpoll if it would sleep past `when`; with nobody
+    in netpoll, wakep so that an M gets there to handle the new timer."""
+    if sched.lastpoll == 0:
+        if sched.pollUntil == 0 or sched.pollUntil > when:
+            netpollBreak(sched)
+    else:
+        wakep(sched, caller)
+
+
+def netpollBreak(sched: Sched) -> None:
+    """Go's netpollBreak (netpoll_epoll.go): one byte in the break pipe (CAS netpollWakeSig 0 → 1);
+    a blocked netpoll returns at once (the effect), a later one finds the byte and does not block."""
+    if sched.netpollWakeSig != 0:
+        return
+    sched.netpollWakeSig = 1
+    mp = sched.pollm
+    if mp is not None and mp.park.key == 0:
+        sched.fx.append(fx.NetpollBreak(mp.id))
 
 
 def wakep(sched: Sched, caller: M | None) -> None:
@@ -344,10 +371,12 @@ def releasep(sched: Sched, mp: M) -> P:
     return p
 
 
-def mPark(sched: Sched, mp: M, why: str) -> bool:
+def mPark(sched: Sched, mp: M, why: str, resume: str = "") -> bool:
     """Go's mPark: notesleep(&m.park). Returns True when the M must really sleep (a Park reply);
-    False when its wakeup already came (the key is set), so it goes on at once."""
+    False when its wakeup already came (the key is set), so it goes on at once. `resume` is where
+    a stopm returns to (its caller: findrunnable goes back to its top, the others to schedule)."""
     mp.parked = why
+    mp.resume = resume
     if notesleep(mp.park):
         return False
     mp.blocked = True
@@ -355,14 +384,15 @@ def mPark(sched: Sched, mp: M, why: str) -> bool:
     return True
 
 
-def stopm(sched: Sched, mp: M) -> bool:
-    """Go's stopm: put mp on midle and park it. Returns whether it sleeps (see mPark)."""
+def stopm(sched: Sched, mp: M, resume: str) -> bool:
+    """Go's stopm: put mp on midle and park it. Returns whether it sleeps (see mPark). `resume`:
+    "findrunnable" (its stopm's `goto top`) or "schedule" (exitsyscall0's, startlockedm's)."""
     if mp.p is not None:
         raise Throw("stopm holding p")
     if mp.spinning:
         raise Throw("stopm spinning")
     mput(sched, mp)
-    return mPark(sched, mp, "stopm")
+    return mPark(sched, mp, "stopm", resume)
 
 
 def incidlelocked(sched: Sched, v: int) -> None:
@@ -394,4 +424,4 @@ def startlockedm(sched: Sched, mp: M, gp) -> bool:
     lm.nextp = p
     notewakeup(lm.park)
     sched.fx.append(fx.Wake(lm.id, p.id))
-    return stopm(sched, mp)
+    return stopm(sched, mp, "schedule")  # back in schedule's `goto top`

@@ -62,6 +62,7 @@ class G:
     live_children: int = 0  # goroutines it started that have not exited ("wait" op)
     preempt: bool = False  # gp.preempt: sysmon asked it to yield
     lostInt: int = 0  # not in Go: lockOSThread calls whose M died (mdead); its unlockOSThread owes none
+    sysexit0: bool = False  # left a syscall through exitsyscall0: resumes in exitsyscall (execute)
 
 
 @dataclass(eq=False)
@@ -78,6 +79,8 @@ class P:
     gFree: list = field(default_factory=list)  # dead Gs for gfget to reuse (Go's p.gFree, n = len)
     goidcache: int = 0  # the next goid of this P's batch (newproc1)
     goidcacheend: int = 0
+    # Go's p.timers: a heap of (when_ns, seq, G) of the goroutines that slept on this P (timers.py).
+    timers: list = field(default_factory=list)
 
     @property
     def gfreecnt(self) -> int:
@@ -109,7 +112,9 @@ class M:
     slot: int = -1  # its g0 stack's slot in the host's arena (-1: no stack of ours)
     virtual: bool = False  # no worker process of its own (sysmon, template thread, cgo's extra M)
     started: bool = False  # mstart has run (it said hello)
-    parked: str = ""  # why it sleeps on m.park: "stopm", "stoplockedm", "m0"
+    parked: str = ""  # how it sleeps: "stopm", "stoplockedm", "m0" (on m.park), "netpoll" (in netpoll(delay))
+    resume: str = ""  # where a parked stopm returns to: "findrunnable" (its top) or "schedule"
+    wasSpinning: bool = False  # findrunnable's wasSpinning, kept while the M blocks in netpoll
     exited: bool = False
     pid: int = 0
 
@@ -157,7 +162,15 @@ class Sched:
     gcwaiting: int = 0  # no GC here: always 0, printed by scheddetail
     stopwait: int = 0
     sysmonwait: int = 0
-    lastpoll: int = 1  # no netpoller: nobody ever blocks in netpoll, so it is never 0
+    sysmonnote: Note = field(default_factory=Note)
+    # The netpoller (netpoll.go): no network here, so netpollWaiters is always 0 and only timers
+    # make an M block in netpoll. lastpoll is 0 while an M blocks there (findrunnable's
+    # Xchg64(&sched.lastpoll, 0)); otherwise the time of the last poll (schedinit: nanotime()).
+    lastpoll: int = 1
+    pollUntil: int = 0
+    netpollInited: int = 0
+    netpollWakeSig: int = 0  # netpollBreak's byte in the pipe, not yet read by a blocking netpoll
+    pollm: M | None = None  # not in Go (epoll knows): the M blocked in netpoll, whose process a Wake wakes
 
     allm: dict[int, M] = field(default_factory=dict)
     allp: list[P] = field(default_factory=list)
@@ -185,9 +198,7 @@ class Sched:
     lasttrace: int = 0
     starttime: int = 0
 
-    # Sleeping goroutines: (when_ns, seq, G). Go keeps a timer heap per P; see sysmon.timers_fire.
-    timers: list = field(default_factory=list)
-    timerseq: int = 0
+    timerseq: int = 0  # orders timers of the same `when` (Go's heap has no such tie-break)
 
     # g0 stack slots per host: the free slots of each host's arena (allocm / stackfree).
     stackfree_slots: dict[str, list[int]] = field(default_factory=dict)

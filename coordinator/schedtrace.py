@@ -24,7 +24,7 @@ def schedtrace(sched: Sched, detailed: bool) -> str:
         for i, p in enumerate(sched.allp):
             mid = p.m.id if p.m is not None else -1
             out.append(f"  P{i}: status={p.status} schedtick={p.schedtick} syscalltick={p.syscalltick} "
-                       f"m={mid} runqsize={len(p.runq)} gfreecnt={p.gfreecnt} timerslen=0\n")
+                       f"m={mid} runqsize={len(p.runq)} gfreecnt={p.gfreecnt} timerslen={len(p.timers)}\n")
         for mp in sorted(sched.allm.values(), key=lambda m: -m.id):
             pid = mp.p.id if mp.p is not None else -1
             curg = mp.curg.goid if mp.curg is not None else -1
@@ -32,7 +32,7 @@ def schedtrace(sched: Sched, detailed: bool) -> str:
             # sysmon prints holding sched.sysmonlock and sched.lock: its m.locks is 2.
             locks = 2 if mp is sched.sysmonm else 0
             out.append(f"  M{mp.id}: p={pid} curg={curg} mallocing=0 throwing=0 preemptoff= locks={locks} "
-                       f"dying=0 spinning={_b(mp.spinning)} blocked={_b(mp.blocked)} lockedg={lockedg}\n")
+                       f"dying=0 spinning={_b(mp.spinning)} blocked={_b(_in_notesleep(mp))} lockedg={lockedg}\n")
         for gp in sched.allgs:
             mid = gp.m.id if gp.m is not None else -1
             lockedm = gp.lockedm.id if gp.lockedm is not None else -1
@@ -42,6 +42,11 @@ def schedtrace(sched: Sched, detailed: bool) -> str:
     out.append(" [" + " ".join(str(len(p.runq)) for p in sched.allp) + "]\n")
     out.append(hosts_line(sched))
     return "".join(out)
+
+
+def _in_notesleep(mp) -> bool:
+    """Go's m.blocked: set in notesleep only, so false for the M blocked in netpoll (epoll_wait)."""
+    return mp.blocked and mp.parked != "netpoll"
 
 
 def hosts_line(sched: Sched) -> str:

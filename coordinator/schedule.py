@@ -11,12 +11,13 @@ from math import gcd
 from protocol.throw import Throw
 
 from . import effects as fx
-from .note import noteclear
-from .proc import (acquirep, mspinning, pidleget, pidleput, releasep, startlockedm, stoplockedm,
-                   stopm, wakep)
+from .note import noteclear, notewakeup
+from .proc import (acquirep, mspinning, netpollBreak, pidleget, pidleput, releasep, startlockedm,
+                   stoplockedm, stopm, wakeNetPoller, wakep)
 from .runq import globrunqget, globrunqput, runqget, runqput, runqsteal
 from .sched import (_GoidCacheBatch, _Gdead, _Grunnable, _Grunning, _Gwaiting, G, M, P, Sched,
                     isSystemGoroutine, runqempty)
+from .timers import doaddtimer, nobarrierWakeTime, runtimer
 
 _STEAL_TRIES = 4  # findrunnable's stealTries
 
@@ -33,13 +34,23 @@ def mstart1(sched: Sched, mp: M) -> None:
 
 
 def woken(sched: Sched, mp: M) -> None:
-    """What follows mPark in Go once notesleep(&m.park) returns: noteclear, then the rest of
-    stopm (acquirep(nextp), back to schedule) or of stoplockedm (acquirep, execute(lockedg))."""
+    """What follows the M's sleep once its process is woken. On m.park (mPark): noteclear, then the
+    rest of stopm (acquirep(nextp)) and back where that stopm was called: findrunnable's `goto top`,
+    or schedule() for exitsyscall0's and startlockedm's; or the rest of stoplockedm (acquirep,
+    execute(lockedg)). In netpoll: the rest of findrunnable after netpoll(delay) returns."""
     noteclear(mp.park)
     mp.blocked = False
     why, mp.parked = mp.parked, ""
+    resume, mp.resume = mp.resume, ""
     if why == "m0":
         raise Throw("locked m0 woke up")
+    if why == "netpoll":
+        if not netpollreturn(sched, mp) and stopm(sched, mp, "findrunnable"):
+            return
+        if mp.p is None:  # stopm's wakeup had already come
+            _after_stopm(sched, mp)
+        _schedule_top(sched, mp, True)
+        return
     acquirep(sched, mp, mp.nextp)
     mp.nextp = None
     if why == "stoplockedm":
@@ -49,7 +60,7 @@ def woken(sched: Sched, mp: M) -> None:
                 f"runtime:stoplockedm: lockedg (atomicstatus={gp.status}) is not Grunnable or Gscanrunnable",))
         execute(sched, mp, gp, False)
         return
-    schedule(sched, mp)
+    _schedule_top(sched, mp, resume == "findrunnable")
 
 
 def schedule(sched: Sched, mp: M) -> None:
@@ -61,20 +72,33 @@ def schedule(sched: Sched, mp: M) -> None:
         return
     if mp.incgo:
         raise Throw("schedule: in cgo")
+    _schedule_top(sched, mp, False)
+
+
+def _schedule_top(sched: Sched, mp: M, in_findrunnable: bool) -> None:
+    """Go's schedule from `top:`; with in_findrunnable, from inside findrunnable (an M whose stopm
+    or netpoll there returned goes on at findrunnable's `top:`), then the rest of schedule."""
     while True:  # top:
-        p = mp.p
-        if mp.spinning and not runqempty(p):
-            raise Throw("schedule: spinning with local work")
-        gp, inherit = None, False
-        # Check the global runnable queue once in a while to ensure fairness.
-        if p.schedtick % 61 == 0 and sched.runqsize > 0:
-            gp = globrunqget(sched, p, 1)
-        if gp is None:
-            gp, inherit = runqget(p)
-        if gp is None:
+        if in_findrunnable:
+            in_findrunnable = False
             gp, inherit = findrunnable(sched, mp)
             if gp is None:
-                return  # parked in stopm; the woken event goes on from schedule()
+                return  # parked (stopm or netpoll); the woken event goes on from there
+        else:
+            p = mp.p
+            if mp.spinning and not runqempty(p):
+                raise Throw("schedule: spinning with local work")
+            checkTimers(sched, mp, p, 0)
+            gp, inherit = None, False
+            # Check the global runnable queue once in a while to ensure fairness.
+            if p.schedtick % 61 == 0 and sched.runqsize > 0:
+                gp = globrunqget(sched, p, 1)
+            if gp is None:
+                gp, inherit = runqget(p)
+            if gp is None:
+                gp, inherit = findrunnable(sched, mp)
+                if gp is None:
+                    return
         if mp.spinning:
             resetspinning(sched, mp)
         if gp.lockedm is not None:
@@ -92,8 +116,32 @@ def _after_stopm(sched: Sched, mp: M) -> None:
     noteclear(mp.park)
     mp.blocked = False
     mp.parked = ""
+    mp.resume = ""
     acquirep(sched, mp, mp.nextp)
     mp.nextp = None
+
+
+def checkTimers(sched: Sched, mp: M, pp: P, now: int) -> tuple[int, int, bool]:
+    """Go's checkTimers: run pp's due timers on mp (their goroutines become ready on mp's P, as
+    goroutineReady → goready does). Returns (now, when pp's next timer is due or 0, ran any)."""
+    nxt = nobarrierWakeTime(pp)
+    if nxt == 0:
+        return now, 0, False
+    if now == 0:
+        now = sched.now
+    if now < nxt:
+        return now, nxt, False
+    pollUntil, ran = 0, False
+    while pp.timers:
+        tw, gp = runtimer(pp, now)
+        if tw != 0:
+            if tw > 0:
+                pollUntil = tw
+            break
+        if gp.status == _Gwaiting:  # runOneTimer → goroutineReady
+            ready(sched, mp, gp)
+        ran = True
+    return now, pollUntil, ran
 
 
 def _steal_order(sched: Sched) -> list:
@@ -109,31 +157,45 @@ def _steal_order(sched: Sched) -> list:
 
 
 def findrunnable(sched: Sched, mp: M) -> tuple[G | None, bool]:
-    """Go 1.16's findrunnable: local runq, global runq, steal (spinning, within the 2*nmspinning
-    limit), then give up the P and stopm. Returns (None, False) when the M parks. (No netpoll, no GC
-    workers; timers are the coordinator's, see sysmon.timers_fire.) Go spins for a while; here one
-    pass of stealing is one step."""
+    """Go 1.16's findrunnable: timers, local runq, global runq, steal (spinning, within the
+    2*nmspinning limit; timers too on the last pass), then give up the P and block in netpoll until
+    the next timer (one M at a time: lastpoll) or stopm. Returns (None, False) when the M sleeps.
+    No network (netpollWaiters is 0: netpoll only waits for timers), no GC workers. Go spins for a
+    while; here one pass of stealing is one step."""
     while True:  # top:
         p = mp.p
+        now, pollUntil, _ = checkTimers(sched, mp, p, 0)
         gp, inherit = runqget(p)
         if gp is not None:
             return gp, inherit
         if sched.runqsize != 0:
             return globrunqget(sched, p, 0), False
         procs = sched.gomaxprocs
+        ranTimer = False
         # If number of spinning M's >= number of busy P's, block.
         if mp.spinning or 2 * sched.nmspinning < procs - sched.npidle:
             if not mp.spinning:
                 mp.spinning = True
                 sched.nmspinning += 1
             for i in range(_STEAL_TRIES):
-                stealRunNextG = i > 2
+                stealTimersOrRunNextG = i == _STEAL_TRIES - 1
                 for p2 in _steal_order(sched):
                     if p2 is p:
                         continue
-                    gp = runqsteal(p, p2, stealRunNextG)
+                    if stealTimersOrRunNextG and p2.timers:
+                        now, w, ran = checkTimers(sched, mp, p2, now)
+                        if w != 0 and (pollUntil == 0 or w < pollUntil):
+                            pollUntil = w
+                        if ran:
+                            gp, inherit = runqget(p)
+                            if gp is not None:
+                                return gp, inherit
+                            ranTimer = True
+                    gp = runqsteal(p, p2, stealTimersOrRunNextG)
                     if gp is not None:
                         return gp, False
+            if ranTimer:
+                continue  # running a timer may have made some goroutine ready
         # stop:
         if sched.runqsize != 0:
             return globrunqget(sched, p, 0), False
@@ -160,9 +222,82 @@ def findrunnable(sched: Sched, mp: M) -> tuple[G | None, bool]:
                 break
         if retry:
             continue
-        if stopm(sched, mp):
+        # Check for timer creation or expiry concurrently with transitioning from spinning to non-spinning.
+        for p2 in sched.allp:
+            w = nobarrierWakeTime(p2)
+            if w != 0 and (pollUntil == 0 or w < pollUntil):
+                pollUntil = w
+        delta = -1
+        if pollUntil != 0:
+            if now == 0:
+                now = sched.now
+            delta = max(pollUntil - now, 0)
+        # poll network (netpollWaiters > 0 never holds here: no network)
+        if sched.netpollInited and pollUntil != 0 and sched.lastpoll != 0:  # Xchg64(&sched.lastpoll, 0) != 0
+            sched.lastpoll = 0
+            sched.pollUntil = pollUntil
+            if mp.p is not None:
+                raise Throw("findrunnable: netpoll with p")
+            if mp.spinning:
+                raise Throw("findrunnable: netpoll with spinning")
+            mp.wasSpinning = wasSpinning
+            if netpoll(sched, mp, delta):
+                return None, False  # blocked; netpollreturn runs when its process is woken
+            if netpollreturn(sched, mp):
+                continue
+        elif pollUntil != 0 and sched.netpollInited:
+            if sched.pollUntil == 0 or sched.pollUntil > pollUntil:
+                netpollBreak(sched)
+        if stopm(sched, mp, "findrunnable"):
             return None, False
         _after_stopm(sched, mp)
+
+
+def netpoll(sched: Sched, mp: M, delay: int) -> bool:
+    """Go's netpoll(delay) (netpoll_epoll.go) called by findrunnable, with no descriptor but the
+    break pipe: True when the M blocks in epoll_wait (a Park reply; the shell wakes its process when
+    the wait times out or a netpollBreak comes, and netpollreturn goes on). epoll_wait counts whole
+    ms: a delay under 1ms waits 1ms, longer ones are cut to whole ms. False when it returns at
+    once: delay 0 (a non-blocking poll) or a break byte already in the pipe (which it reads)."""
+    if delay == 0:
+        return False
+    waitms = 1 if delay < 1_000_000 else min(delay // 1_000_000, 1_000_000_000)
+    if sched.netpollWakeSig != 0:
+        sched.netpollWakeSig = 0
+        return False
+    mp.parked = "netpoll"
+    mp.blocked = True
+    sched.pollm = mp
+    sched.fx.append(fx.Park(mp.id))
+    sched.fx.append(fx.NetpollSleep(mp.id, sched.now + waitms * 1_000_000))
+    return True
+
+
+def netpollready(sched: Sched, mp: M) -> None:
+    """Not in Go (the kernel's part): epoll_wait returns in the M blocked in netpoll (its timeout or a
+    break): its process is woken (a Wake with no P), then the woken event runs netpollreturn."""
+    notewakeup(mp.park)
+    sched.fx.append(fx.Wake(mp.id, -1))
+
+
+def netpollreturn(sched: Sched, mp: M) -> bool:
+    """The rest of findrunnable's poll once netpoll returns (an empty list: no network): lastpoll is
+    now, then with an idle P acquirep, restore spinning if it was, and `goto top` (True); with none,
+    injectglist of nothing and stopm (False)."""
+    if sched.pollm is mp:
+        sched.pollm = None
+        sched.netpollWakeSig = 0  # a blocking netpoll reads the break byte
+    sched.pollUntil = 0
+    sched.lastpoll = sched.now or 1  # nanotime(), never 0
+    wasSpinning, mp.wasSpinning = mp.wasSpinning, False
+    p = pidleget(sched)
+    if p is None:
+        return False
+    acquirep(sched, mp, p)
+    if wasSpinning:
+        mp.spinning = True
+        sched.nmspinning += 1
+    return True
 
 
 def resetspinning(sched: Sched, mp: M) -> None:
@@ -185,6 +320,11 @@ def execute(sched: Sched, mp: M, gp: G, inheritTime: bool) -> None:
     gp.preempt = False
     if not inheritTime:
         mp.p.schedtick += 1
+    if gp.sysexit0:
+        # It left a syscall through exitsyscall0: back in exitsyscall after mcall(exitsyscall0),
+        # on whatever M and P run it now, Go does _g_.m.p.ptr().syscalltick++.
+        gp.sysexit0 = False
+        mp.p.syscalltick += 1
     sched.fx.append(fx.Execute(mp.id, gp.goid))
 
 
@@ -195,12 +335,22 @@ def dropg(mp: M) -> None:
         mp.curg = None
 
 
-def park_m(sched: Sched, mp: M, gp: G, reason: str) -> None:
-    """Go's gopark → park_m: gp waits; the M schedules something else."""
+def park_m(sched: Sched, mp: M, gp: G, reason: str, unlockf=None) -> None:
+    """Go's gopark → park_m: gp waits (then gopark's unlockf runs, e.g. time.Sleep's resetForSleep);
+    the M schedules something else."""
     gp.status = _Gwaiting
     gp.waitreason = reason
     dropg(mp)
+    if unlockf is not None:
+        unlockf()
     schedule(sched, mp)
+
+
+def resetForSleep(sched: Sched, mp: M, gp: G, when: int) -> None:
+    """Go's resetForSleep (time.Sleep's unlockf) → resettimer → modtimer of a new timer: doaddtimer on
+    the current P, then wakeNetPoller(when)."""
+    doaddtimer(sched, mp.p, gp, when)
+    wakeNetPoller(sched, when, mp)
 
 
 def goschedImpl(sched: Sched, mp: M, gp: G) -> None:

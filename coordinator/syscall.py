@@ -5,6 +5,7 @@ sysmon can retake it; tip keeps the P wired and is removing _Psyscall.
 from __future__ import annotations
 
 from . import effects as fx
+from .note import notewakeup
 from .proc import acquirep, handoffp, pidleget, releasep, stoplockedm, stopm
 from .runq import globrunqput
 from .sched import _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall, M, P, Sched
@@ -12,9 +13,11 @@ from .schedule import _after_stopm, dropg, execute, schedule, woken
 
 
 def _wake_sysmon(sched: Sched) -> None:
-    """entersyscall_sysmon / exitsyscallfast_pidle: sysmon leaves its deep sleep."""
+    """entersyscall_sysmon / exitsyscallfast_pidle / exitsyscall0: if sysmon is in its deep sleep,
+    sysmonwait = 0 and notewakeup(&sched.sysmonnote) (the effect carries it to the shell)."""
     if sched.sysmonwait != 0:
         sched.sysmonwait = 0
+        notewakeup(sched.sysmonnote)
         sched.fx.append(fx.WakeSysmon())
 
 
@@ -79,8 +82,11 @@ def exitsyscallfast(sched: Sched, mp: M, oldp: P | None) -> bool:
 
 
 def exitsyscall0(sched: Sched, mp: M, gp) -> None:
-    """Go's exitsyscall0: no P; gp goes to the global runq and the M stops (or, locked, waits for gp)."""
+    """Go's exitsyscall0: no P; gp goes to the global runq and the M stops (or, locked, waits for gp).
+    When gp runs again it is back in exitsyscall after mcall(exitsyscall0), whose
+    `_g_.m.p.ptr().syscalltick++` execute does (gp.sysexit0)."""
     gp.status = _Grunnable
+    gp.sysexit0 = True
     dropg(mp)
     p = pidleget(sched)
     locked = False
@@ -98,7 +104,7 @@ def exitsyscall0(sched: Sched, mp: M, gp) -> None:
             return
         woken(sched, mp)
         return
-    if stopm(sched, mp):
+    if stopm(sched, mp, "schedule"):
         return
     _after_stopm(sched, mp)
     schedule(sched, mp)

@@ -1,55 +1,87 @@
-"""sysmon (proc.go): the delay schedule, retake, preemptone, and the timers of sleeping goroutines.
+"""sysmon (proc.go): its loop (delay schedule, deep sleep), retake and preemptone.
 
 sysmon is an M in Go (newm(sysmon, nil, -1), counted in nmsys); here it is a timer of the
-coordinator's loop with an M record of its own (`sched.sysmonm`, virtual). The shell asks
-`sysmon_delay` how long to sleep, then calls `sysmon_tick` with the clock.
+coordinator's loop with an M record of its own (`sched.sysmonm`, virtual). The core runs the loop
+and ends each pass with the sleep it takes (a SysmonSleep effect: usleep(delay), or the deep
+sleep notetsleep(&sched.sysmonnote, ...)); the shell keeps the time and sends "sysmon" when a
+usleep is over, "sysmon_wake" when the deep sleep ends (its timeout, or a WakeSysmon).
 """
 from __future__ import annotations
 
-import heapq
-
 from . import effects as fx
-from .proc import handoffp, incidlelocked, injectglist
-from .sched import _Prunning, _Psyscall, _Pidle, _Gwaiting, G, P, Sched, forcePreemptNS, runqempty, syscallLazyNS
+from .note import noteclear
+from .proc import handoffp, incidlelocked
+from .sched import _Prunning, _Psyscall, _Pidle, P, Sched, forcePreemptNS, runqempty, syscallLazyNS
 from .schedtrace import schedtrace
+from .timers import timeSleepUntil
 
 SYSMON_MIN_DELAY_US = 20
 SYSMON_MAX_DELAY_US = 10_000
 SYSMON_IDLE_BEFORE_BACKOFF = 50
+forcegcperiod = 2 * 60 * 1_000_000_000  # proc.go: 2 minutes; the deep sleep lasts at most half of it
+NETPOLL_EVERY_NS = 10 * 1000 * 1000  # sysmon polls the network if not polled for more than 10ms
 
 
-def sysmon_delay(sched: Sched) -> int | None:
-    """Go's sysmon loop head: 20µs while busy, doubling after 50 idle cycles, capped at 10ms.
-    None: deep sleep (no schedtrace and every P idle) until woken or the next timer."""
+def sysmon_delay(sched: Sched) -> int:
+    """Go's sysmon loop head: 20µs while busy, doubling after 50 idle cycles, capped at 10ms."""
     if sched.sysmon_idle == 0:
         sched.sysmon_delay = SYSMON_MIN_DELAY_US
     elif sched.sysmon_idle > SYSMON_IDLE_BEFORE_BACKOFF:
         sched.sysmon_delay *= 2
     if sched.sysmon_delay > SYSMON_MAX_DELAY_US:
         sched.sysmon_delay = SYSMON_MAX_DELAY_US
-    if sched.schedtrace_ms <= 0 and (sched.gcwaiting != 0 or sched.npidle == sched.gomaxprocs):
-        sched.sysmonwait = 1
-        sched.sysmon_idle = 0
-        return None
     return sched.sysmon_delay
 
 
-def sysmon_wake(sched: Sched) -> None:
-    """sysmon leaves its deep sleep (Go: notetsleep(&sched.sysmonnote) returns; idle = 0, delay = 20)."""
-    sched.sysmonwait = 0
-    sched.sysmon_idle = 0
-    sched.sysmon_delay = SYSMON_MIN_DELAY_US
+def sysmon_usleep(sched: Sched) -> fx.SysmonSleep:
+    """The loop head's usleep(delay), as an effect: the shell sends "sysmon" at its end."""
+    return fx.SysmonSleep(sched.now + sysmon_delay(sched) * 1000, False)
 
 
 def sysmon_tick(sched: Sched) -> None:
-    """One pass of Go's sysmon loop after its usleep: retake, then schedtrace when it is due."""
-    if retake(sched, sched.now) != 0:
+    """One pass of Go's sysmon loop after its usleep: the deep sleep when there is nothing to watch
+    (no schedtrace, every P idle): notetsleep(&sched.sysmonnote, min(next timer - now,
+    forcegcperiod/2)), unless a timer is already due; else the rest of the pass (tick)."""
+    now = sched.now
+    if sched.schedtrace_ms <= 0 and (sched.gcwaiting != 0 or sched.npidle == sched.gomaxprocs):
+        nxt = timeSleepUntil(sched)
+        if nxt > now:
+            sched.sysmonwait = 1
+            sleep = min(forcegcperiod // 2, nxt - now)
+            sched.fx.append(fx.SysmonSleep(now + sleep, True))
+            return
+    _tick(sched)
+
+
+def sysmon_wake(sched: Sched) -> None:
+    """sysmon's notetsleep(&sched.sysmonnote) returns (the shell's "sysmon_wake"): woken through
+    the note (a syscall: entersyscall, exitsyscall) it resets idle = 0, delay = 20 "as a bet that it
+    may need to retake a P again shortly"; on its timeout (a timer) it keeps its backed-off delay.
+    Then the rest of the pass (tick)."""
+    syscallWake = sched.sysmonnote.key != 0
+    sched.sysmonwait = 0
+    noteclear(sched.sysmonnote)
+    if syscallWake:
+        sched.sysmon_idle = 0
+        sched.sysmon_delay = SYSMON_MIN_DELAY_US
+    _tick(sched)
+
+
+def _tick(sched: Sched) -> None:
+    """The rest of Go's sysmon pass: poll the network if not polled for 10ms (nothing to find here:
+    it only moves lastpoll), retake, schedtrace when it is due; then the next usleep."""
+    now = sched.now
+    lastpoll = sched.lastpoll
+    if sched.netpollInited and lastpoll != 0 and lastpoll + NETPOLL_EVERY_NS < now:
+        sched.lastpoll = now  # Cas64(&sched.lastpoll, lastpoll, now); netpoll(0) is empty
+    if retake(sched, now) != 0:
         sched.sysmon_idle = 0
     else:
         sched.sysmon_idle += 1
-    if sched.schedtrace_ms > 0 and sched.lasttrace + sched.schedtrace_ms * 1_000_000 <= sched.now:
-        sched.lasttrace = sched.now
+    if sched.schedtrace_ms > 0 and sched.lasttrace + sched.schedtrace_ms * 1_000_000 <= now:
+        sched.lasttrace = now
         sched.fx.append(fx.Trace(schedtrace(sched, sched.scheddetail)))
+    sched.fx.append(sysmon_usleep(sched))
 
 
 def preemptone(sched: Sched, p: P) -> bool:
@@ -99,25 +131,3 @@ def retake(sched: Sched, now: int) -> int:
                 handoffp(sched, p, sched.sysmonm, "retake")
             incidlelocked(sched, 1)
     return n
-
-
-def addtimer(sched: Sched, gp: G, when: int) -> None:
-    """A sleeping goroutine's timer. Go keeps a heap per P; here one heap, fired by the coordinator."""
-    sched.timerseq += 1
-    heapq.heappush(sched.timers, (when, sched.timerseq, gp))
-
-
-def next_timer(sched: Sched) -> int | None:
-    """When the earliest timer is due (Go ns), or None."""
-    return sched.timers[0][0] if sched.timers else None
-
-
-def timers_fire(sched: Sched) -> None:
-    """Run due timers: their goroutines become runnable through injectglist, as Go's netpoll
-    results and sysmon do (caller: sysmon's M, with no P)."""
-    glist = []
-    while sched.timers and sched.timers[0][0] <= sched.now:
-        _, _, gp = heapq.heappop(sched.timers)
-        if gp.status == _Gwaiting:
-            glist.append(gp)
-    injectglist(sched, glist, sched.sysmonm)

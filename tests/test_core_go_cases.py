@@ -393,16 +393,24 @@ def test_sysmon_delay_schedule():
 
 
 def test_sysmon_deep_sleeps_when_every_p_is_idle():
+    """Go 1.16: with every P idle sysmon sleeps on sysmonnote until the next timer (at most
+    forcegcperiod/2); entersyscall wakes it through the note (entersyscall_sysmon)."""
     w = World(WORKER, gomaxprocs=2)
     w.hello(0)
-    w.gopark(0, "sleep", 1_000_000)
+    w.gopark(0, "sleep", 1_000_000)  # wakeNetPoller → wakep: M2 spins on P1; m0 blocks in netpoll
+    w.hello(2)  # nothing to do: stopm
     assert w.sysmon() is None and w.sysmon_asleep and w.sched.sysmonwait == 1  # npidle == gomaxprocs
-    out = w.timers()  # main wakes through injectglist → startm → Wake m0
-    assert of(out, fx.Wake) and not of(out, fx.WakeSysmon)
-    w.woken(0)
+    assert w._sysmon[0] == 1_000_000_000  # notetsleep until main's timer
+    out = w.netpoll()  # m0's netpoll times out
+    assert out == [fx.Wake(0, -1)]
+    w.woken(0)  # netpollreturn: P1, findrunnable's top steals P0's due timer: main runs
+    assert w.procs[0].g == 1
+    w.woken(2)
     out = w.entersyscall(0)  # entersyscall wakes sysmon (entersyscall_sysmon)
     assert fx.WakeSysmon() in out and w.sched.sysmonwait == 0
-    assert of(w.sysmon(), fx.Fork)  # woken at once (no 60s timeout): P0's first syscall is retaken
+    # Woken at once: P1's first syscall is retaken; handoffp's last-P rule (nobody in netpoll now)
+    # starts the idle M2 for it.
+    assert w.sysmon() == [fx.Wake(2, 1)]
 
 
 def test_retake_needs_the_same_syscalltick_on_two_ticks():

@@ -29,11 +29,12 @@ SECOND_PLAIN = "SCHED 4ms: gomaxprocs=3 idleprocs=1 threads=5 spinningthreads=1 
 # to M3, which has not started yet (counted in threads= and, as mspinning, in spinningthreads=);
 # M4 is the template thread (asleep in notesleep: blocked=true); M2 sleeps in stoplockedm with its
 # locked G2; M1 is sysmon (locks=2: it prints holding sched.sysmonlock and sched.lock). G4 is dead;
-# G1 sleeps; G2 waits in select{}. (By hand: runtime.main's own goroutines are not started here.)
+# G1 sleeps (its timer is on P0's heap: timerslen=1); G2 waits in select{}. (By hand: runtime.main's
+# own goroutines are not started here.)
 SECOND_DETAIL = (
     "SCHED 4ms: gomaxprocs=3 idleprocs=1 threads=5 spinningthreads=1 idlethreads=0 runqueue=1"
     " gcwaiting=0 nmidlelocked=1 stopwait=0 sysmonwait=0\n"
-    "  P0: status=2 schedtick=2 syscalltick=1 m=-1 runqsize=1 gfreecnt=1 timerslen=0\n"
+    "  P0: status=2 schedtick=2 syscalltick=1 m=-1 runqsize=1 gfreecnt=1 timerslen=1\n"
     "  P1: status=0 schedtick=1 syscalltick=0 m=-1 runqsize=0 gfreecnt=0 timerslen=0\n"
     "  P2: status=0 schedtick=0 syscalltick=0 m=-1 runqsize=0 gfreecnt=0 timerslen=0\n"
     "  M4: p=-1 curg=-1 mallocing=0 throwing=0 preemptoff= locks=0 dying=0 spinning=false blocked=true lockedg=-1\n"
@@ -107,15 +108,16 @@ def test_schedtrace_every_x_ms_only():
 
 
 def test_schedtrace_keeps_sysmon_out_of_deep_sleep():
-    """With schedtrace set, sysmon never deep-sleeps, even with every P idle."""
+    """With schedtrace set, sysmon never deep-sleeps, even with every P idle. m0 waits for main's
+    timer blocked in netpoll: not an idle thread (idlethreads=0), as in Go."""
     w = World({"main": [["sleep", 1]]}, gomaxprocs=1, schedtrace_ms=1)
     w.hello(0)
     w.gopark(0, "sleep", 100_000)
-    assert w.sched.npidle == 1
+    assert w.sched.npidle == 1 and w.sched.pollm is w.sched.m0 and w.sched.lastpoll == 0
     out = w.sysmon(at=1_000_000)
     assert out is not None and not w.sysmon_asleep
     assert traces(out) == [
-        "SCHED 0ms: gomaxprocs=1 idleprocs=1 threads=2 spinningthreads=0 idlethreads=1 runqueue=0 [0]\n"]
+        "SCHED 0ms: gomaxprocs=1 idleprocs=1 threads=2 spinningthreads=0 idlethreads=0 runqueue=0 [0]\n"]
 
 
 @pytest.mark.parametrize("detail", [False, True])

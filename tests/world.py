@@ -11,7 +11,10 @@ record of the M processes (`Proc`):
     Wake    -> remembered on the process until it is parked, then "woken" can be delivered
     Exit    -> the process exits ("exited"); "mexited" is delivered later ("gone")
     Preempt -> remembered on the process if it still runs that goroutine (it may then gosched)
-    StackFree, Trace, WakeSysmon -> recorded; ProgramExit / Fatal end the run
+    NetpollSleep -> the M's wait in netpoll ends at `until` ("netpoll" is delivered; NetpollBreak: now)
+    SysmonSleep -> sysmon's next event ("sysmon" after a usleep, "sysmon_wake" after the deep sleep,
+                   at once when a WakeSysmon comes)
+    StackFree, Trace -> recorded; ProgramExit / Fatal end the run
 
 The world keeps its own view of the processes, independently of the core's records, and checks that
 the two agree after every step (`agreement`), as well as `coordinator.invariants.check`. Each reply
@@ -20,10 +23,10 @@ must go to the M whose message is being handled, exactly one per M message.
 Two ways to drive it:
 - by hand (tests, the Hypothesis state machine): `hello(m)`, `woken(m)`, `mexited(m)`, the goroutine
   operations of a running M (`newproc`, `entersyscall`, `exitsyscall`, `gopark`, `goexit`, ...),
-  `sysmon()` and `timers()`; `actions()` lists what can happen next;
+  `sysmon()` and `netpoll()`; `actions()` lists what can happen next;
 - `run()`: a deterministic discrete-event dry run that interprets the goroutine programs
   (protocol/ops.py) with a virtual clock: fork, wake and exit latencies, op durations, sysmon's
-  delay schedule, timers. Handy to check a scenario's outcome without forking anything.
+  sleeps, the netpoll wait. Handy to check a scenario's outcome without forking anything.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from coordinator import effects as fx
 from coordinator import invariants
 from coordinator.core import schedinit, step
 from coordinator.sched import _Gdead, _Grunning, _Gsyscall, G, isSystemGoroutine
-from coordinator.sysmon import next_timer, sysmon_delay
+from coordinator.sysmon import sysmon_usleep
 from protocol.ops import RUNTIME_OPS, advance, compile_programs
 
 FORKED, RUNNING, SYSCALL, PARKED, EXITED, GONE = "forked", "running", "syscall", "parked", "exited", "gone"
@@ -47,8 +50,6 @@ M_EVENTS = G_EVENTS | {"hello", "woken"}
 #: Fatal messages that are legitimate Go outcomes (each still checked by `legit_fatal`)
 LEGIT_FATALS = ("all goroutines are asleep - deadlock!", "no goroutines (main called runtime.Goexit) - deadlock!",
                 "thread exhaustion")
-
-SYSMON_DEEP_SLEEP_NS = 60_000_000_000  # forcegcperiod/2
 
 
 class WorldError(AssertionError):
@@ -110,7 +111,7 @@ class World:
     traces: list = field(default_factory=list)
     stackfrees: list = field(default_factory=list)
     forks: list = field(default_factory=list)
-    sysmon_asleep: bool = False
+    sysmon_asleep: bool = False  # in its deep sleep (SysmonSleep with note)
     sysmon_wakeup: bool = False  # a WakeSysmon came while asleep
     created: int = 1  # goroutines created (goroutine 1 by schedinit), system goroutines not counted
     recovered: list = field(default_factory=list)  # Recovered effects (an M died or was fenced)
@@ -125,13 +126,14 @@ class World:
         self.programs = self.sched.programs  # the scenario's and the runtime's (runtime.main...)
         self._agenda: list = []
         self._agenda_started = False
-        self._timer_at = None  # when the planned "timers" entry fires
+        self._sysmon = (0, False, 0)  # sysmon's sleep: (until, deep, when it began)
+        self._poll_until = 0  # when the wait of the M blocked in netpoll ends
         self._reforked: set = set()
         self._sysmon_gen = 0
         self._seq = 0
         self._reply_state = RUNNING
         self.history.append((self.now, {"t": "schedinit"}, effects))
-        self._route(effects, None)
+        self._route(effects + [sysmon_usleep(self.sched)], None)  # and sysmon's first usleep(20)
         self._check()
 
     # --- state ---------------------------------------------------------------------------------
@@ -177,9 +179,14 @@ class World:
         out += [("op", m) for m in self.running()]
         out += [("exitsyscall", m) for m in self.in_syscall()]
         out.append(("sysmon", None))
-        if self.sched.timers:
-            out.append(("timers", None))
+        if self.polling() is not None:
+            out.append(("netpoll", self.polling()))
         return out
+
+    def polling(self) -> int | None:
+        """The M blocked in netpoll whose wait is not over yet, if any."""
+        mp = self.sched.pollm
+        return mp.id if mp is not None and mp.parked == "netpoll" and mp.park.key == 0 else None
 
     # --- delivering events ---------------------------------------------------------------------
 
@@ -294,30 +301,29 @@ class World:
         return self.deliver({"t": "refork", "m": m, "cepoch": p.epoch})
 
     def sysmon(self, extra_ns: int = 0, at: int | None = None) -> list | None:
-        """One sysmon pass: sleep sysmon_delay µs (+ extra_ns; or until `at` if that is later), then
-        tick. While sysmon is in its deep sleep (sysmon_delay returned None) it first wakes: at once
-        if a WakeSysmon came, else after the deep sleep's timeout. Returns the tick's effects."""
+        """One sysmon pass: the end of its current sleep (+ extra_ns; or `at` if that is later), then
+        its event. The deep sleep ends at once if a WakeSysmon came ("sysmon_wake", then the
+        pass), else after its timeout. Returns the pass's effects without its next SysmonSleep, or
+        None when the pass went into the deep sleep."""
+        until, deep, _ = self._sysmon
+        if not (deep and self.sysmon_wakeup):
+            self.now = max(max(self.now, until) + extra_ns, at if at is not None else 0)
+        self.sysmon_wakeup = False
+        out = self.deliver({"t": "sysmon_wake" if deep else "sysmon"})
+        if self.finished:
+            return None
         if self.sysmon_asleep:
-            if not self.sysmon_wakeup:
-                self.now += SYSMON_DEEP_SLEEP_NS
-            self.sysmon_asleep = self.sysmon_wakeup = False
-            self.deliver({"t": "sysmon_wake"})
-            if self.finished:
-                return None
-        d = sysmon_delay(self.sched)
-        if d is None:
-            self.sysmon_asleep = True
             return None
-        self.now = max(self.now + d * 1000 + extra_ns, at if at is not None else 0)
-        return self.deliver({"t": "sysmon"})
+        return [e for e in out if not isinstance(e, fx.SysmonSleep)]
 
-    def timers(self) -> list | None:
-        """Advance the clock to the earliest timer (if later) and fire the due ones."""
-        when = next_timer(self.sched)
-        if when is None:
+    def netpoll(self) -> list | None:
+        """The wait of the M blocked in netpoll is over: advance the clock to its deadline (if later)
+        and deliver "netpoll" (its process gets a Wake; `woken` then goes on in findrunnable)."""
+        m = self.polling()
+        if m is None:
             return None
-        self.now = max(self.now, when)
-        return self.deliver({"t": "timers"})
+        self.now = max(self.now, self._poll_until)
+        return self.deliver({"t": "netpoll", "m": m})
 
     def advance(self, ns: int) -> None:
         self.now += ns
@@ -399,12 +405,29 @@ class World:
                 self.stackfrees.append(e)
             elif isinstance(e, fx.Trace):
                 self.traces.append(e.text)
+            elif isinstance(e, fx.SysmonSleep):
+                self._sysmon = (e.until, e.note, self.now)
+                self.sysmon_asleep = e.note
+                if self._agenda_started:
+                    self._sysmon_gen += 1
+                    self._plan(None, "sysmon_wake" if e.note else "sysmon", e.until)
             elif isinstance(e, fx.WakeSysmon):
                 if self.sysmon_asleep:
                     self.sysmon_wakeup = True
                     if self._agenda_started:
                         self._sysmon_gen += 1
                         self._plan(None, "sysmon_wake", self.now)
+            elif isinstance(e, fx.NetpollSleep):
+                p = self.procs.get(e.m)
+                if p is None or p.state != PARKED:
+                    raise WorldError(f"world: M{e.m} blocks in netpoll but is {p and p.state}")
+                self._poll_until = e.until
+                self._plan(e.m, "netpoll", e.until)
+            elif isinstance(e, fx.NetpollBreak):
+                if self.polling() != e.m:
+                    raise WorldError(f"world: NetpollBreak for M{e.m}, which is not blocked in netpoll")
+                self._poll_until = self.now
+                self._plan(e.m, "netpoll", self.now)
             elif isinstance(e, fx.ProgramExit):
                 self.exit_code = e.code
             elif isinstance(e, fx.Fatal):
@@ -488,7 +511,10 @@ class World:
                     errs.append(f"world: M{m} sleeps but the core has it not blocked")
                 if (p.wake is not None) != (mp.park.key != 0):
                     errs.append(f"world: M{m} has wake={p.wake} but park.key={mp.park.key}")
-                if p.wake is not None and (mp.nextp is None or mp.nextp.id != p.wake) and mp.parked != "m0":
+                if p.wake is not None and mp.parked == "netpoll":
+                    if p.wake != -1 or mp.nextp is not None:
+                        errs.append(f"world: M{m} in netpoll woken with P{p.wake}, nextp={mp.nextp and mp.nextp.id}")
+                elif p.wake is not None and (mp.nextp is None or mp.nextp.id != p.wake) and mp.parked != "m0":
                     errs.append(f"world: M{m} woken with P{p.wake} but nextp={mp.nextp and mp.nextp.id}")
         for m, mp in s.allm.items():
             if not mp.virtual and m not in self.procs:
@@ -511,13 +537,11 @@ class World:
         `until_ns` of Go time, or `max_steps` events."""
         if not self._agenda_started:
             self._agenda_started = True
-            self._sysmon_sleep()
+            self._sysmon_gen += 1
+            until, deep, _ = self._sysmon
+            self._plan(None, "sysmon_wake" if deep else "sysmon", until)
         steps = 0
         while not self.finished and steps < max_steps:
-            nt = next_timer(self.sched)
-            if nt is not None and (self._timer_at is None or nt < self._timer_at):
-                self._timer_at = nt  # one "timers" entry fires every timer due by then
-                self._plan(None, "timers", nt)
             if not self._agenda:
                 break
             when, seq, kind, m, token = self._agenda[0]
@@ -526,9 +550,9 @@ class World:
             heapq.heappop(self._agenda)
             if m is not None and self.procs[m].token != token:
                 continue
-            if m is None and kind != "timers" and token != self._sysmon_gen:
+            if m is None and token != self._sysmon_gen:
                 continue
-            if kind != "timers" and m is None and self._only_sysmon_left():
+            if m is None and self._only_sysmon_left():
                 break
             self.now = max(self.now, when)
             steps += 1
@@ -536,19 +560,9 @@ class World:
         self.unfinished = not self.finished and steps >= max_steps
         return self
 
-    def _sysmon_sleep(self) -> None:
-        """sysmon's loop head: usleep(delay), or the deep sleep (woken by WakeSysmon or a timeout)."""
-        self._sysmon_gen += 1
-        d = sysmon_delay(self.sched)
-        if d is None:
-            self.sysmon_asleep = True
-            self._plan(None, "sysmon_wake", self.now + SYSMON_DEEP_SLEEP_NS)
-        else:
-            self._plan(None, "sysmon", self.now + d * 1000)
-
     def _only_sysmon_left(self) -> bool:
-        """Nothing but sysmon would ever happen again (no process will act, no timer)."""
-        if self.sched.timers:
+        """Nothing but sysmon would ever happen again (no process will act, no netpoll wait will end)."""
+        if self.polling() is not None:
             return False
         return not any(p.state in (FORKED, RUNNING, SYSCALL, EXITED) or (p.state == PARKED and p.wake is not None)
                        for p in self.procs.values())
@@ -561,21 +575,15 @@ class World:
                 self.woken(m)
         elif kind == "mexited":
             self.mexited(m)
-        elif kind == "timers":
-            if self._timer_at is not None and self._timer_at <= self.now:
-                self._timer_at = None
-            if next_timer(self.sched) is not None and next_timer(self.sched) <= self.now:
-                self.deliver({"t": "timers"})
+        elif kind == "netpoll":
+            if self.polling() == m:
+                self.deliver({"t": "netpoll", "m": m})
         elif kind == "sysmon_wake":
             if self.sysmon_asleep:
-                self.sysmon_asleep = self.sysmon_wakeup = False
+                self.sysmon_wakeup = False
                 self.deliver({"t": "sysmon_wake"})
-                if not self.finished:
-                    self._sysmon_sleep()
         elif kind == "sysmon":
             self.deliver({"t": "sysmon"})
-            if not self.finished:
-                self._sysmon_sleep()
         elif kind == "op":
             self._dry_op(m)
         elif kind == "gosched":
@@ -668,7 +676,7 @@ def legit_fatal(w: World) -> str:
             return f"lines {f.lines}"
         return ""
     # A deadlock: no goroutine can run again, and no M is running or about to.
-    if s.timers and f.message.startswith("all goroutines"):
+    if any(p.timers for p in s.allp) and f.message.startswith("all goroutines"):
         return "timers are pending"
     users = [gp for gp in s.allgs if not isSystemGoroutine(gp)]  # checkdead skips the runtime's
     for gp in users:
@@ -691,7 +699,7 @@ def cgo_hang(w: World) -> str:
     s = w.sched
     if not s.iscgo or s.extraMCount == 0:
         return "not a cgo binary with an extra M"
-    if s.timers:
+    if any(p.timers for p in s.allp):
         return "timers are pending"
     for gp in s.allgs:
         if not isSystemGoroutine(gp) and gp.status not in (_Gdead, 4):
@@ -716,16 +724,17 @@ def snapshot(s) -> tuple:
         return None if m is None else m.id
     ms = tuple((m.id, pid_(m.p), pid_(m.nextp), pid_(m.oldp), m.spinning, m.blocked, gid(m.lockedg), m.lockedExt,
                 m.lockedInt, m.incgo, gid(m.curg), m.park.key, m.freeWait, m.syscalltick, m.slot, m.started,
-                m.parked, m.exited, m.pid, m.epoch) for m in (*s.allm.values(), *s.freem))
+                m.parked, m.resume, m.wasSpinning, m.exited, m.pid, m.epoch) for m in (*s.allm.values(), *s.freem))
     ps = tuple((p.id, p.status, mid(p.m), tuple(g.goid for g in p.runq), gid(p.runnext), p.schedtick,
                 p.syscalltick, tuple(g.goid for g in p.gFree), p.goidcache, p.goidcacheend,
                 tuple(vars(p.sysmontick).values())) for p in s.allp)
     gs = tuple((g.goid, g.prog, g.status, g.waitreason, mid(g.m), mid(g.lockedm), g.pc, tuple(g.loops), g.left,
-                g.live_children, g.preempt) for g in s.allgs)
+                g.live_children, g.preempt, g.sysexit0) for g in s.allgs)
     counters = (s.mnext, s.nmfreed, s.nmsys, s.nmidlelocked, s.nmidle, s.npidle, s.nmspinning, s.runqsize,
                 tuple(m.id for m in s.midle), tuple(p.id for p in s.pidle), tuple(g.goid for g in s.runq),
                 s.sysmonwait, s.sysmon_idle, s.sysmon_delay, s.lasttrace, s.starttime, s.now, s.goidgen,
-                tuple((w, q, g.goid) for w, q, g in s.timers), s.newmHandoff.haveTemplateThread,
+                tuple((p.id, w, q, g.goid) for p in s.allp for w, q, g in p.timers), s.newmHandoff.haveTemplateThread,
+                s.lastpoll, s.pollUntil, s.netpollInited, s.netpollWakeSig, mid(s.pollm), s.sysmonnote.key,
                 s.newmHandoff.waiting, s.newmHandoff.wake.key, tuple(sorted(s.stats.items())),
                 tuple((h, tuple(sorted(v))) for h, v in s.stackfree_slots.items()), s.exit_code,
                 s.rng.getstate(), s.ngsys, tuple(g.goid for g in s.gFree), tuple(s.goids),
