@@ -52,7 +52,7 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
         },
         "startm": {"calls": st.get("startm", 0), "by_caller": by_caller, "newm": st.get("newm", 0),
                    "mget": st.get("mget", 0)},
-        "sysmon": {"retake": st.get("retake", 0)},
+        "sysmon": {"retake": st.get("retake", 0), "preempt": st.get("preempt", 0)},
         "latency_us": {
             "newm_to_mstart": rec.newm_to_mstart.summary() if rec else Latency().summary(),
             "notewakeup_to_running": rec.notewakeup_to_running.summary() if rec else Latency().summary(),

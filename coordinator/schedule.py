@@ -257,14 +257,17 @@ def netpoll(sched: Sched, mp: M, delay: int) -> bool:
     """Go's netpoll(delay) (netpoll_epoll.go) called by findrunnable, with no descriptor but the
     break pipe: True when the M blocks in epoll_wait (a Park reply; the shell wakes its process when
     the wait times out or a netpollBreak comes, and netpollreturn goes on). epoll_wait counts whole
-    ms: a delay under 1ms waits 1ms, longer ones are cut to whole ms. False when it returns at
-    once: delay 0 (a non-blocking poll) or a break byte already in the pipe (which it reads)."""
-    if delay == 0:
-        return False
-    waitms = 1 if delay < 1_000_000 else min(delay // 1_000_000, 1_000_000_000)
+    ms: a delay under 1ms waits 1ms, longer ones are cut to whole ms. False when a break byte is
+    already in the pipe: it returns at once (and reads it). Difference: with delay 0 (a timer due on
+    a P it may not steal from) Go's epoll_wait returns at once while the other Ms run on; here the M
+    blocks until now, so that the others get their turn instead of this step looping."""
     if sched.netpollWakeSig != 0:
         sched.netpollWakeSig = 0
         return False
+    if delay == 0:
+        waitms = 0
+    else:
+        waitms = 1 if delay < 1_000_000 else min(delay // 1_000_000, 1_000_000_000)
     mp.parked = "netpoll"
     mp.blocked = True
     sched.pollm = mp

@@ -94,6 +94,7 @@ def preemptone(sched: Sched, p: P) -> bool:
     if gp is None:
         return False
     gp.preempt = True
+    sched.stats["preempt"] += 1
     sched.fx.append(fx.Preempt(mp.id, gp.goid))
     return True
 

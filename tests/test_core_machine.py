@@ -1,5 +1,5 @@
 """A Hypothesis state machine over the pure core: random sequences of what M processes, sysmon and
-timers can do, through step(), with every invariant (coordinator/invariants.py) and the world's
+the netpoll wait can do, through step(), with every invariant (coordinator/invariants.py) and the world's
 agreement with the core checked after every step (tests/world.py does both on each delivery).
 
 A Fatal ends the run only if it is a legitimate Go outcome (world.legit_fatal: a true deadlock, or
@@ -163,22 +163,26 @@ class CoreMachine(RuleBasedStateMachine):
         (fork,) = [e for e in self.w.refork(m) if type(e).__name__ == "Fork"]
         assert fork.m == m and fork.epoch == self.w.procs[m].epoch
 
-    # --- sysmon and timers -----------------------------------------------------------------------
+    # --- sysmon and the netpoll wait ------------------------------------------------------------
 
     @rule(jump=st.sampled_from([0, 0, 0, 3_000_000, 11_000_000, 25_000_000]))
     def sysmon(self, jump):
         if self._live():  # always enabled, so that a finished run can idle out its steps
             self.w.sysmon(extra_ns=jump)
 
-    @precondition(lambda self: self._live() and self.w.sched.timers)
-    @rule()
-    def timers(self):
-        self.w.timers()
+    @precondition(lambda self: self._live() and self.w.polling() is not None)
+    @rule(early=st.booleans())
+    def netpoll(self, early):
+        """The M blocked in netpoll wakes: its timeout, or (early) before it, as after a signal."""
+        if early:
+            self.w.deliver({"t": "netpoll", "m": self.w.polling()})
+        else:
+            self.w.netpoll()
 
     # --- events that do not fit the state ---------------------------------------------------------
 
     @precondition(lambda self: self._live())
-    @rule(kind=st.integers(0, 11), i=PICK)
+    @rule(kind=st.integers(0, 13), i=PICK)
     def bad_event(self, kind, i):
         """step() refuses an event that does not fit the state with BadEvent, touching nothing."""
         w = self.w
@@ -208,6 +212,8 @@ class CoreMachine(RuleBasedStateMachine):
             {"t": "unlockosthread", "m": m, "epoch": ep, "g": g, "pos": pos()} if p and p.state != "running"
             else {"t": "exitsyscall", "m": m, "epoch": ep, "g": g},
             {"t": "sysmon_tick"},
+            {"t": "netpoll", "m": m, "epoch": ep} if w.polling() != m else {"t": "netpoll", "m": 999},
+            {"t": "sysmon_wake"} if w.sched.sysmonwait == 0 and w.sched.sysmonnote.key == 0 else {"t": "nosuch"},
         ][kind]
         before = snapshot(w.sched)
         with pytest.raises(BadEvent):

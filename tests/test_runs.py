@@ -98,6 +98,31 @@ def test_newm_forks_from_the_caller_unless_it_is_locked(tmp_path):
     assert threads[0]["taint"] == ""
 
 
+TIMER_HOG = """
+name = "timer-hog"
+gomaxprocs = 1
+timescale = 20
+time_limit_s = 60
+schedtrace_ms = 0  # with schedtrace set sysmon never deep-sleeps
+[programs.main]
+ops = [["go", "hog", 1], ["sleep", 5000], ["wait"]]
+[programs.hog]
+# Woken by its timer while every P was idle (sysmon deep asleep), then computes 60 ms.
+ops = [["sleep", 2000], ["run", 60000]]
+"""
+
+
+def test_compute_woken_by_a_timer_is_preempted(tmp_path):
+    """sysmon's deep sleep ends at the next timer (Go: notetsleep(&sched.sysmonnote, next - now)), so
+    the goroutine the timer wakes, computing with no syscall, is preempted after forcePreemptNS."""
+    f = tmp_path / "hog.toml"
+    f.write_text(TIMER_HOG)
+    rep = gmpsim("run", str(f), out_dir=tmp_path / "run").report
+    assert rep["outcome"] == "ok", rep
+    assert rep["sysmon"]["preempt"] >= 1, rep["sysmon"]
+    assert rep["ms"]["created"] == 1  # m0 alone: it waits for the timers in netpoll
+
+
 def test_exited_ms_stack_slot_is_reused_only_after_its_process_is_gone(tmp_path):
     rep = gmpsim("run", "locked-threads", out_dir=tmp_path / "run").report
     assert rep["outcome"] == "ok"
