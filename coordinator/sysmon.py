@@ -68,8 +68,11 @@ def sysmon_wake(sched: Sched) -> None:
 
 
 def _tick(sched: Sched) -> None:
-    """The rest of Go's sysmon pass: poll the network if not polled for 10ms (nothing to find here:
-    it only moves lastpoll), retake, schedtrace when it is due; then the next usleep."""
+    """The rest of Go 1.16's sysmon pass: poll the network if not polled for 10ms (nothing to find
+    here: it only moves lastpoll), retake, schedtrace when it is due; then the next usleep. Overdue
+    timers are not sysmon's in 1.16 on Linux (1.14/1.15 did startm when timeSleepUntil() < now; 1.16
+    kept that for netbsd only): the M in netpoll or a spinning M's timer stealing runs them. No GC:
+    no forcegc."""
     now = sched.now
     lastpoll = sched.lastpoll
     if sched.netpollInited and lastpoll != 0 and lastpoll + NETPOLL_EVERY_NS < now:

@@ -48,7 +48,7 @@ COUNTERS = ("threads", "idlethreads", "spinningthreads", "runqueue", "idleprocs"
 
 _P_SYSCALL = -2  # a P's state key: -2 in a syscall, -1 idle, else its M's id
 # Events that move Ps no touched M asked for (retake, injectglist, a recovery): every P is rechecked.
-_ALL_PS_EVENTS = frozenset({"sysmon", "sysmon_wake", "timers", "mdead", "mexited", "hostlost", "hostjoin",
+_ALL_PS_EVENTS = frozenset({"sysmon", "sysmon_wake", "mdead", "mexited", "hostlost", "hostjoin",
                             "refork", "forkfail"})
 
 

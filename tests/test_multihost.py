@@ -143,8 +143,8 @@ def test_scenario_runs_across_two_hosts(lab, tmp_path, keys, placement):
 
 # --- b. a host cut off for longer than the heartbeat timeout, then healed -----------------------------
 
-# Waves of goroutines that sleep, compute and block (entersyscallblock): timers fire through
-# injectglist and sysmon's M, whose new Ms go to the least-loaded host, so both hosts get Ms. Its
+# Waves of goroutines that sleep, compute and block in syscalls: sysmon retakes their Ps, and the
+# Ms its handoffp starts (sysmon has no process) go to the least-loaded host, so both hosts get Ms. Its
 # length is paced by main's sleeps (40 ms of Go time, ~10 s at timescale 250), not by sysmon's
 # retakes, which back off (as Go's do) while a cut-off host's Ms hold their Ps silently (steady
 # stretches from ~60 to ~180 ms of Go time that way).
@@ -161,7 +161,7 @@ expect = "ok"
 ops = [["repeat", 40, [["go", "worker", 6], ["sleep", 1000]]], ["wait"]]
 
 [programs.worker]
-ops = [["sleep", 200], ["run", 100], ["syscallblock", 1500], ["run", 50]]
+ops = [["sleep", 200], ["run", 100], ["syscall", 1500], ["run", 50]]
 """
 
 
