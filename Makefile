@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test install clean mutate
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,5 +22,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Mutation testing of the pure core (tests/MUTATION.md); not part of `make test`. mutmut 3 copies the
+# tree into ./mutants and keeps its results there (a second run redoes only what changed).
+# FILES="coordinator/runq.py coordinator/note.py" narrows it to some of the core's files.
+MUTANTS = $(foreach f,$(FILES),$(subst /,.,$(basename $(f))).*)
+mutate: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,mutate]'
+	$(BIN)/mutmut run --max-children $(or $(JOBS),2) $(MUTANTS)
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs .pytest_cache .hypothesis mutants

@@ -261,6 +261,8 @@ def run_bench(quick: bool) -> dict:
     res["throughput"] = coordinator_throughput(100 if quick else 1000, check=False)
     res["throughput_checked"] = coordinator_throughput(50 if quick else 300, check=True)
     res["scale"] = scale(100 if quick else 2000)
+    from .bench_invariants import checker_cost
+    res["invariant_checker"] = checker_cost(200 if quick else 1000)
     res["ratios"] = {
         "newm_p50_over_fork_floor": round(n50 / f50, 2) if n50 else None,
         "newm_p99_over_fork_floor_p99": round(lat["newm_to_mstart"]["p99"] / res["floors"]["fork_hello"]["p99_us"], 2) if n50 else None,
@@ -268,6 +270,7 @@ def run_bench(quick: bool) -> dict:
         "spawn_p50_over_newm_p50": round(res["floors"]["mp_spawn"]["p50_us"] / n50, 2) if n50 else None,
         "wake_p50_over_zmq_one_way": round(k50 / w50, 2) if k50 else None,
         "wake_p99_over_zmq_one_way_p99": round(lat["notewakeup_to_running"]["p99"] / res["floors"]["zmq_one_way"]["p99_us"], 2) if k50 else None,
+        "ms_checker_on_over_off": res["invariant_checker"]["ratio_on_over_off_at_100ms"],
     }
     return res
 
@@ -292,6 +295,7 @@ def format_bench(res: dict) -> str:
         f"({res['throughput_checked']['events_per_s']}/s with the invariant checker and trace on)   (target ≥ 50,000)",
         f"scale: {res['scale']['live_ms_sampled']} live Ms sampled (peak threads {res['scale']['peak_threads']}), "
         f"PSS {res['scale']['pss_kb_per_m']} kB per M   (target ≤ 2,500 kB)",
+        f"invariant checker: Ms made by 100 ms of Go time, on / off: {r['ms_checker_on_over_off']}×   (target ≥ 0.8)",
     ]
     return "\n".join(lines)
 

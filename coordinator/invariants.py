@@ -53,6 +53,152 @@ def _gn(gp) -> str:
     return "nil" if gp is None else f"G{gp.goid}"
 
 
+class _Acc:
+    """What the pass over the Ms gathers for the checks of the Ps, the Gs and the counters."""
+
+    def __init__(self) -> None:
+        self.owners: dict[int, list[M]] = {}  # P id -> Ms with mp.p is P
+        self.transit: dict[int, list[M]] = {}  # P id -> Ms with mp.nextp is P
+        self.sysholders: dict[int, list[M]] = {}  # P id -> Ms in a syscall entered on that P (same tick)
+        self.curgs: dict[int, list[M]] = {}  # goid -> Ms with curg
+        self.slots: dict[tuple[str, int], M] = {}
+        self.spinning = self.idlelocked = self.nvirtual = self.wedged = 0
+        self.polling = 0  # Ms blocked in netpoll
+
+
+def _check_m(sched: Sched, mp: M, e, on_midle: bool, exited: bool, acc: _Acc, is_extra: bool) -> None:
+    """The invariants of one M in allm (its own state, and what it says of its P and goroutine);
+    `is_extra`: it is on sched.extram (a cgo binary's extra M)."""
+    name = f"M{mp.id}"
+    if mp.id >= sched.mnext or mp.id < 0:
+        e(f"{name}: id outside [0, mnext={sched.mnext})")
+    if mp.exited:
+        e(f"{name}: exited but still in allm")
+    if mp.p is not None:
+        acc.owners.setdefault(mp.p.id, []).append(mp)
+    if mp.nextp is not None:
+        acc.transit.setdefault(mp.nextp.id, []).append(mp)
+    if mp.curg is not None:
+        acc.curgs.setdefault(mp.curg.goid, []).append(mp)
+        if mp.curg.m is not mp and not (exited and mp.curg.status == _Gdead):
+            e(f"{name}: curg G{mp.curg.goid} but G{mp.curg.goid}.m is {_mn(mp.curg.m)}")
+    if mp.spinning:
+        acc.spinning += 1
+    elif not mp.started and mp.mstartfn == "mspinning":
+        acc.spinning += 1  # counted by the waker, adopted by mspinning at mstart
+    if mp.lockedg is not None and mp.lockedg.lockedm is not mp:
+        e(f"{name}: lockedg G{mp.lockedg.goid} but G{mp.lockedg.goid}.lockedm is {_mn(mp.lockedg.lockedm)}")
+    if mp.lockedg is not None and mp.lockedExt + mp.lockedInt == 0:
+        e(f"{name}: lockedg G{mp.lockedg.goid} with lockedExt=0 lockedInt=0")
+    if mp.virtual and is_extra:
+        acc.nvirtual += 1
+        gp = mp.curg
+        if mp.p is not None or mp.nextp is not None or gp is None or gp is not mp.lockedg or \
+                gp.status != _Gdead or mp.lockedInt != 1 or on_midle:
+            e(f"{name}: extra M (newextram) with p={_pn(mp.p)} nextp={_pn(mp.nextp)} curg={_gn(gp)} "
+              f"lockedg={_gn(mp.lockedg)} lockedInt={mp.lockedInt}")
+        return
+    if mp.virtual:
+        acc.nvirtual += 1
+        if mp.p is not None or mp.nextp is not None or mp.curg is not None or on_midle:
+            e(f"{name}: virtual M (sysmon/template) with p={_pn(mp.p)} nextp={_pn(mp.nextp)} "
+              f"curg={_gn(mp.curg)}")
+        return
+    if mp.blocked != (mp.parked != ""):
+        e(f"{name}: blocked={mp.blocked} but parked={mp.parked!r}")
+    if mp.slot < 0:
+        e(f"{name}: no g0 stack slot")
+    else:
+        other = acc.slots.get((mp.host, mp.slot))
+        if other is not None:
+            e(f"{name}: g0 slot {mp.host}/{mp.slot} is also M{other.id}'s")
+        acc.slots[(mp.host, mp.slot)] = mp
+
+    # The M's own state: exactly one of these.
+    if not mp.started:
+        if mp.blocked or mp.curg is not None or on_midle:
+            e(f"{name}: not started but blocked={mp.blocked} curg={_gn(mp.curg)}")
+        if mp is sched.m0:
+            if mp.p is None or mp.nextp is not None:
+                e(f"{name}: m0 not started without its P (p={_pn(mp.p)} nextp={_pn(mp.nextp)})")
+        elif mp.nextp is None or mp.p is not None:
+            e(f"{name}: not started with p={_pn(mp.p)} nextp={_pn(mp.nextp)} (want nextp only)")
+        if mp.spinning:
+            e(f"{name}: spinning before mstart")
+    elif mp.blocked:
+        if mp.p is not None or mp.curg is not None:
+            e(f"{name}: parked ({mp.parked}) with p={_pn(mp.p)} curg={_gn(mp.curg)}")
+        key, nextp = mp.park.key, mp.nextp
+        if mp.parked == "netpoll":
+            if nextp is not None or on_midle or mp.spinning or mp.lockedg is not None:
+                e(f"{name}: blocked in netpoll with nextp={_pn(nextp)} spinning={mp.spinning} "
+                  f"lockedg={_gn(mp.lockedg)}{' on midle' if on_midle else ''}")
+            if sched.pollm is not mp:
+                e(f"{name}: blocked in netpoll but sched.pollm is {_mn(sched.pollm)}")
+            acc.polling += 1
+        elif (key != 0) != (nextp is not None):
+            e(f"{name}: parked ({mp.parked}) with park.key={key} but nextp={_pn(nextp)}")
+        if mp.parked == "stopm":
+            if mp.resume not in ("findrunnable", "schedule"):
+                e(f"{name}: parked in stopm to resume in {mp.resume!r}")
+            if on_midle:
+                if key != 0 or nextp is not None or mp.spinning:
+                    e(f"{name}: idle on midle with key={key} nextp={_pn(nextp)} spinning={mp.spinning}")
+            elif nextp is None:
+                e(f"{name}: parked in stopm, off midle, and not woken")
+            if mp.lockedg is not None:
+                e(f"{name}: parked in stopm with lockedg G{mp.lockedg.goid}")
+        elif mp.parked == "stoplockedm":
+            if mp.lockedg is None:
+                e(f"{name}: parked in stoplockedm without a locked goroutine")
+            if on_midle:
+                e(f"{name}: parked in stoplockedm but on midle")
+            if nextp is None:
+                acc.idlelocked += 1
+            elif mp.lockedg is not None and mp.lockedg.status != _Grunnable:
+                e(f"{name}: handed {_pn(nextp)} for G{mp.lockedg.goid} in status "
+                  f"{_STATUS_G.get(mp.lockedg.status, mp.lockedg.status)}")
+            if mp.spinning:
+                e(f"{name}: spinning while parked in stoplockedm")
+        elif mp.parked == "netpoll":
+            pass
+        elif mp.parked == "m0":
+            if mp is not sched.m0:
+                e(f"{name}: wedged like m0 but is not m0")
+            if key != 0 or nextp is not None or on_midle:
+                e(f"{name}: wedged m0 with key={key} nextp={_pn(nextp)}")
+            acc.wedged += 1
+        else:
+            e(f"{name}: parked for an unknown reason {mp.parked!r}")
+    else:  # started, not parked: it runs a goroutine
+        if on_midle:
+            e(f"{name}: on midle but not parked")
+        if mp.nextp is not None:
+            e(f"{name}: running with nextp={_pn(mp.nextp)}")
+        if mp.spinning:
+            e(f"{name}: spinning between steps")
+        if mp.park.key != 0:
+            e(f"{name}: running with park.key={mp.park.key}")
+        gp = mp.curg
+        if gp is None:
+            e(f"{name}: started, not parked, and running no goroutine")
+        elif gp.status == _Grunning:
+            if mp.p is None:
+                e(f"{name}: runs G{gp.goid} without a P")
+            if mp.oldp is not None:
+                e(f"{name}: runs G{gp.goid} with oldp={_pn(mp.oldp)}")
+        elif gp.status == _Gsyscall:
+            if mp.p is not None:
+                e(f"{name}: G{gp.goid} in a syscall but the M holds {_pn(mp.p)}")
+            op = mp.oldp
+            if op is not None and op.status == _Psyscall and mp.syscalltick == op.syscalltick:
+                acc.sysholders.setdefault(op.id, []).append(mp)
+        elif not (exited and gp.status == _Gdead and gp.goid == 1):
+            e(f"{name}: curg G{gp.goid} in status {_STATUS_G.get(gp.status, gp.status)}")
+    if mp.incgo and (mp.curg is None or mp.curg.status != _Gsyscall):
+        e(f"{name}: incgo outside a syscall")
+
+
 def check(sched: Sched) -> list[str]:
     """Every broken invariant of `sched`, one line each; [] when the state is consistent."""
     errs: list[str] = []
@@ -74,156 +220,23 @@ def check(sched: Sched) -> list[str]:
         e(f"sched: sysmonwait={sched.sysmonwait}")
 
     # --- Ms -------------------------------------------------------------------------------------
-    owners: dict[int, list[M]] = {}  # P id -> Ms with mp.p is P
-    transit: dict[int, list[M]] = {}  # P id -> Ms with mp.nextp is P
-    sysholders: dict[int, list[M]] = {}  # P id -> Ms in a syscall entered on that P (same tick)
-    curgs: dict[int, list[M]] = {}  # goid -> Ms with curg
-    spinning = 0
-    idlelocked = 0
-    nvirtual = 0
-    wedged = 0
-    slots: dict[tuple[str, int], M] = {}
+    acc = _Acc()
     in_midle: set[int] = set()
     extra = {id(mp) for mp in sched.extram}
     if len(sched.extram) != sched.extraMCount:
         e(f"sched: extraMCount={sched.extraMCount} but {len(sched.extram)} Ms on extram")
-    polling = 0
     for mp in sched.midle:
         if id(mp) in in_midle:
             e(f"M{mp.id}: on midle twice")
         in_midle.add(id(mp))
 
     for mid, mp in sched.allm.items():
-        name = f"M{mp.id}"
         if mid != mp.id:
-            e(f"{name}: filed in allm under id {mid}")
-        if mp.id >= sched.mnext or mp.id < 0:
-            e(f"{name}: id outside [0, mnext={sched.mnext})")
-        if mp.exited:
-            e(f"{name}: exited but still in allm")
-        if mp.p is not None:
-            owners.setdefault(mp.p.id, []).append(mp)
-        if mp.nextp is not None:
-            transit.setdefault(mp.nextp.id, []).append(mp)
-        if mp.curg is not None:
-            curgs.setdefault(mp.curg.goid, []).append(mp)
-            if mp.curg.m is not mp and not (exited and mp.curg.status == _Gdead):
-                e(f"{name}: curg G{mp.curg.goid} but G{mp.curg.goid}.m is {_mn(mp.curg.m)}")
-        if mp.spinning:
-            spinning += 1
-        elif not mp.started and mp.mstartfn == "mspinning":
-            spinning += 1  # counted by the waker, adopted by mspinning at mstart
-        if mp.lockedg is not None and mp.lockedg.lockedm is not mp:
-            e(f"{name}: lockedg G{mp.lockedg.goid} but G{mp.lockedg.goid}.lockedm is {_mn(mp.lockedg.lockedm)}")
-        if mp.lockedg is not None and mp.lockedExt + mp.lockedInt == 0:
-            e(f"{name}: lockedg G{mp.lockedg.goid} with lockedExt=0 lockedInt=0")
-        if mp.virtual and id(mp) in extra:
-            nvirtual += 1
-            gp = mp.curg
-            if mp.p is not None or mp.nextp is not None or gp is None or gp is not mp.lockedg or \
-                    gp.status != _Gdead or mp.lockedInt != 1 or id(mp) in in_midle:
-                e(f"{name}: extra M (newextram) with p={_pn(mp.p)} nextp={_pn(mp.nextp)} curg={_gn(gp)} "
-                  f"lockedg={_gn(mp.lockedg)} lockedInt={mp.lockedInt}")
-            continue
-        if mp.virtual:
-            nvirtual += 1
-            if mp.p is not None or mp.nextp is not None or mp.curg is not None or id(mp) in in_midle:
-                e(f"{name}: virtual M (sysmon/template) with p={_pn(mp.p)} nextp={_pn(mp.nextp)} "
-                  f"curg={_gn(mp.curg)}")
-            continue
-        if mp.blocked != (mp.parked != ""):
-            e(f"{name}: blocked={mp.blocked} but parked={mp.parked!r}")
-        if mp.slot < 0:
-            e(f"{name}: no g0 stack slot")
-        else:
-            other = slots.get((mp.host, mp.slot))
-            if other is not None:
-                e(f"{name}: g0 slot {mp.host}/{mp.slot} is also M{other.id}'s")
-            slots[(mp.host, mp.slot)] = mp
-
-        # The M's own state: exactly one of these.
-        if not mp.started:
-            if mp.blocked or mp.curg is not None or id(mp) in in_midle:
-                e(f"{name}: not started but blocked={mp.blocked} curg={_gn(mp.curg)}")
-            if mp is sched.m0:
-                if mp.p is None or mp.nextp is not None:
-                    e(f"{name}: m0 not started without its P (p={_pn(mp.p)} nextp={_pn(mp.nextp)})")
-            elif mp.nextp is None or mp.p is not None:
-                e(f"{name}: not started with p={_pn(mp.p)} nextp={_pn(mp.nextp)} (want nextp only)")
-            if mp.spinning:
-                e(f"{name}: spinning before mstart")
-        elif mp.blocked:
-            if mp.p is not None or mp.curg is not None:
-                e(f"{name}: parked ({mp.parked}) with p={_pn(mp.p)} curg={_gn(mp.curg)}")
-            key, nextp = mp.park.key, mp.nextp
-            if mp.parked == "netpoll":
-                if nextp is not None or id(mp) in in_midle or mp.spinning or mp.lockedg is not None:
-                    e(f"{name}: blocked in netpoll with nextp={_pn(nextp)} spinning={mp.spinning} "
-                      f"lockedg={_gn(mp.lockedg)}{' on midle' if id(mp) in in_midle else ''}")
-                if sched.pollm is not mp:
-                    e(f"{name}: blocked in netpoll but sched.pollm is {_mn(sched.pollm)}")
-                polling += 1
-            elif (key != 0) != (nextp is not None):
-                e(f"{name}: parked ({mp.parked}) with park.key={key} but nextp={_pn(nextp)}")
-            if mp.parked == "stopm":
-                if mp.resume not in ("findrunnable", "schedule"):
-                    e(f"{name}: parked in stopm to resume in {mp.resume!r}")
-                if id(mp) in in_midle:
-                    if key != 0 or nextp is not None or mp.spinning:
-                        e(f"{name}: idle on midle with key={key} nextp={_pn(nextp)} spinning={mp.spinning}")
-                elif nextp is None:
-                    e(f"{name}: parked in stopm, off midle, and not woken")
-                if mp.lockedg is not None:
-                    e(f"{name}: parked in stopm with lockedg G{mp.lockedg.goid}")
-            elif mp.parked == "stoplockedm":
-                if mp.lockedg is None:
-                    e(f"{name}: parked in stoplockedm without a locked goroutine")
-                if id(mp) in in_midle:
-                    e(f"{name}: parked in stoplockedm but on midle")
-                if nextp is None:
-                    idlelocked += 1
-                elif mp.lockedg is not None and mp.lockedg.status != _Grunnable:
-                    e(f"{name}: handed {_pn(nextp)} for G{mp.lockedg.goid} in status "
-                      f"{_STATUS_G.get(mp.lockedg.status, mp.lockedg.status)}")
-                if mp.spinning:
-                    e(f"{name}: spinning while parked in stoplockedm")
-            elif mp.parked == "netpoll":
-                pass
-            elif mp.parked == "m0":
-                if mp is not sched.m0:
-                    e(f"{name}: wedged like m0 but is not m0")
-                if key != 0 or nextp is not None or id(mp) in in_midle:
-                    e(f"{name}: wedged m0 with key={key} nextp={_pn(nextp)}")
-                wedged += 1
-            else:
-                e(f"{name}: parked for an unknown reason {mp.parked!r}")
-        else:  # started, not parked: it runs a goroutine
-            if id(mp) in in_midle:
-                e(f"{name}: on midle but not parked")
-            if mp.nextp is not None:
-                e(f"{name}: running with nextp={_pn(mp.nextp)}")
-            if mp.spinning:
-                e(f"{name}: spinning between steps")
-            if mp.park.key != 0:
-                e(f"{name}: running with park.key={mp.park.key}")
-            gp = mp.curg
-            if gp is None:
-                e(f"{name}: started, not parked, and running no goroutine")
-            elif gp.status == _Grunning:
-                if mp.p is None:
-                    e(f"{name}: runs G{gp.goid} without a P")
-                if mp.oldp is not None:
-                    e(f"{name}: runs G{gp.goid} with oldp={_pn(mp.oldp)}")
-            elif gp.status == _Gsyscall:
-                if mp.p is not None:
-                    e(f"{name}: G{gp.goid} in a syscall but the M holds {_pn(mp.p)}")
-                op = mp.oldp
-                if op is not None and op.status == _Psyscall and mp.syscalltick == op.syscalltick:
-                    sysholders.setdefault(op.id, []).append(mp)
-            elif not (exited and gp.status == _Gdead and gp.goid == 1):
-                e(f"{name}: curg G{gp.goid} in status {_STATUS_G.get(gp.status, gp.status)}")
-        if mp.incgo and (mp.curg is None or mp.curg.status != _Gsyscall):
-            e(f"{name}: incgo outside a syscall")
+            e(f"M{mp.id}: filed in allm under id {mid}")
+        _check_m(sched, mp, e, id(mp) in in_midle, exited, acc, id(mp) in extra)
+    owners, transit, sysholders, curgs, slots = acc.owners, acc.transit, acc.sysholders, acc.curgs, acc.slots
+    spinning, idlelocked, nvirtual, wedged = acc.spinning, acc.idlelocked, acc.nvirtual, acc.wedged
+    polling = acc.polling
 
     for mp in sched.midle:
         if sched.allm.get(mp.id) is not mp:
@@ -437,3 +450,122 @@ def check(sched: Sched) -> list[str]:
         if goid not in seen:
             e(f"G{goid}: curg of {_mn(ms[0])} but not in allgs")
     return errs
+
+
+# --- incremental: what a step touched -------------------------------------------------------------
+
+def _counters(sched: Sched, e) -> None:
+    """The O(1) checks of the global counters (the same lines as check())."""
+    if sched.npidle != len(sched.pidle):
+        e(f"sched: npidle={sched.npidle} but {len(sched.pidle)} Ps on pidle")
+    if sched.nmidle != len(sched.midle):
+        e(f"sched: nmidle={sched.nmidle} but {len(sched.midle)} Ms on midle")
+    if sched.runqsize != len(sched.runq):
+        e(f"sched: runqsize={sched.runqsize} but {len(sched.runq)} Gs on the global runq")
+    if sched.nmspinning < 0:
+        e(f"sched: nmspinning={sched.nmspinning} is negative")
+    if sched.nmidlelocked < 0:
+        e(f"sched: nmidlelocked={sched.nmidlelocked} is negative")
+    if sched.sysmonwait not in (0, 1):
+        e(f"sched: sysmonwait={sched.sysmonwait}")
+    m0 = sched.m0
+    wedged = 1 if m0 is not None and m0.parked == "m0" and sched.allm.get(m0.id) is m0 else 0
+    if sched.mcount() != len(sched.allm) - wedged:
+        e(f"sched: mcount()={sched.mcount()} (mnext={sched.mnext} nmfreed={sched.nmfreed}) but "
+          f"{len(sched.allm)} Ms in allm{' with m0 wedged' if wedged else ''}")
+    gone = sched.stats["ms_exited"] + sched.stats["ms_died"]
+    if sched.nmfreed != gone + wedged:
+        e(f"sched: nmfreed={sched.nmfreed} but {gone} Ms exited or died"
+          f"{' and m0 wedged' if wedged else ''}")
+    nsys = (sched.sysmonm is not None) + (sched.templatem is not None)
+    if sched.nmsys != nsys:
+        e(f"sched: nmsys={sched.nmsys} but sysmon/template: {nsys}")
+    if len(sched.extram) != sched.extraMCount:
+        e(f"sched: extraMCount={sched.extraMCount} but {len(sched.extram)} Ms on extram")
+    pollm = sched.pollm
+    if pollm is not None and (sched.allm.get(pollm.id) is not pollm or pollm.parked != "netpoll"):
+        e(f"sched: pollm={_mn(pollm)} is not an M of allm blocked in netpoll")
+    if (sched.lastpoll == 0) != (pollm is not None and pollm.parked == "netpoll"):
+        e(f"sched: lastpoll={sched.lastpoll} with pollm={_mn(pollm)}")
+    if pollm is None and sched.pollUntil != 0:
+        e(f"sched: nobody in netpoll but pollUntil={sched.pollUntil}")
+    run = sched.mcount() - sched.nmidle - sched.nmidlelocked - sched.nmsys
+    if run < 0:
+        e(f"sched: checkdead's run={run} < 0")
+
+
+def _on_midle(sched: Sched, mp: M) -> bool:
+    """Is mp on sched.midle? Only an M parked in stopm can be (check() finds any other there); mput
+    appends, so a just-parked M is found at the end."""
+    if mp.parked != "stopm":
+        return False
+    return any(x is mp for x in reversed(sched.midle))
+
+
+def check_touched(sched: Sched, touched) -> list[str]:
+    """The invariants of what one step touched: the global counters (O(1)), every touched M (as in
+    check()), the P each of them holds, has in transit or left in a syscall, and its goroutines.
+    Cross-record facts that need every record (each P owned once, each G queued once, slot
+    uniqueness, the counts of spinning and idle-locked Ms) are left to the periodic check()."""
+    errs: list[str] = []
+    e = errs.append
+    exited = sched.exit_code is not None
+    _counters(sched, e)
+    freem = None
+    for mid in touched:
+        mp = sched.allm.get(mid)
+        if mp is None:
+            if freem is None:
+                freem = {m.id: m for m in sched.freem}
+            mp = freem.get(mid)
+            if mp is not None:
+                if not mp.exited:
+                    e(f"M{mp.id}: on freem but not exited")
+                if mp.p is not None or mp.nextp is not None or mp.curg is not None or mp.spinning:
+                    e(f"M{mp.id}: exited with p={_pn(mp.p)} nextp={_pn(mp.nextp)} curg={_gn(mp.curg)} "
+                      f"spinning={mp.spinning}")
+            continue
+        _check_m(sched, mp, e, _on_midle(sched, mp), exited, _Acc(), any(x is mp for x in sched.extram))
+        name = f"M{mp.id}"
+        p = mp.p
+        if p is not None:
+            if p.status != _Prunning or p.m is not mp:
+                e(f"P{p.id}: {name}.p is P{p.id} but P{p.id} has status={_STATUS_P.get(p.status, p.status)} "
+                  f"m={_mn(p.m)}")
+            if p.runnext is not None and p.runnext.status != _Grunnable:
+                e(f"G{p.runnext.goid}: on P{p.id}.runnext in status "
+                  f"{_STATUS_G.get(p.runnext.status, p.runnext.status)}")
+        if mp.nextp is not None and (mp.nextp.status != _Pidle or mp.nextp.m is not None):
+            np = mp.nextp
+            e(f"P{np.id}: in transit to {name} with status={_STATUS_P.get(np.status, np.status)} m={_mn(np.m)}")
+        gp = mp.curg
+        if gp is not None and gp.status in (_Grunning, _Gsyscall) and gp.m is not mp:
+            e(f"G{gp.goid}: {_STATUS_G[gp.status]} on {name} but G.m is {_mn(gp.m)}")
+        lg = mp.lockedg
+        if lg is not None and lg.status == _Gdead:
+            e(f"G{lg.goid}: dead but locked to {name}")
+    return errs
+
+
+class Checker:
+    """The loop's checker: check_touched after every step, and the full check() once every `period`
+    steps, the period growing with the number of records so that its cost per step stays flat
+    (a full pass costs ~0.3 µs per record), and once more at the end of the run (`final`)."""
+
+    def __init__(self, min_period: int = 256) -> None:
+        self.min_period = min_period
+        self.steps = 0
+        self.full_at = 0  # the step at which the next full check runs
+        self.full_checks = 0
+
+    def after_step(self, sched: Sched, touched) -> list[str]:
+        self.steps += 1
+        if self.steps >= self.full_at:
+            return self.final(sched)
+        return check_touched(sched, touched)
+
+    def final(self, sched: Sched) -> list[str]:
+        self.full_checks += 1
+        records = len(sched.allm) + len(sched.allp) + len(sched.allgs) // 4
+        self.full_at = self.steps + max(self.min_period, records)
+        return check(sched)

@@ -29,7 +29,7 @@ from .core import BadEvent, schedinit, step
 from .delivery import Delivery
 from .faults import FaultPlan
 from .inject import Injector
-from .invariants import check as check_invariants
+from .invariants import Checker
 from .latency import Latency
 from .sysmon import sysmon_usleep
 
@@ -158,6 +158,7 @@ class Coordinator:
         self.inject = Injector(FaultPlan(getattr(scenario, "faults", ()), scenario.seed), self)
         self.check = getattr(scenario, "check_invariants", True)
         self.invariants = {"checked": 0, "violations": []}
+        self.checker = Checker()
         self.m_ident: dict[int, bytes] = {}  # M id -> the identity of its last message
         self.watch_seq: dict[int, tuple] = {}  # seq of a watch order -> its pending key
         self.preempt_sent: dict[int, float] = {}  # M id -> when a preemption went unanswered since
@@ -706,24 +707,27 @@ class Coordinator:
             self.rec.bad_events += 1
             log.warning("%s", e)
             return
+        touched = touched_ms(ev, effects)
         if self.check and not any(isinstance(e, fx.Fatal) for e in effects):
             self.invariants["checked"] += 1
-            broken = check_invariants(self.sched)
+            broken = self.checker.after_step(self.sched, touched)  # incremental; in full periodically
             if broken:
                 self.invariants["violations"].extend(broken)
                 effects.append(fx.Fatal(f"invariant violated: {broken[0]}",
                                         tuple(f"gmpsim: invariant violated: {b}" for b in broken)))
         self.apply(effects, requester, req_seq)
-        self.observe(ev, effects)
+        self.observe(ev, effects, touched)
 
-    def observe(self, ev: dict | None, effects: list) -> None:
+    def observe(self, ev: dict | None, effects: list, touched: set[int] | None = None) -> None:
         if self.observers:
-            touched = touched_ms(ev, effects)
+            touched = touched_ms(ev, effects) if touched is None else touched
             go_ns, wall = self.go_now(), time.monotonic()
             for o in self.observers:
                 o.after_step(self.sched, ev, effects, touched, go_ns, wall)
 
     def finish(self) -> None:
+        if self.check and self.out.outcome != "fatal":  # a throw leaves its step half done
+            self.invariants["violations"].extend("at the end: " + b for b in self.checker.final(self.sched))
         go_ns, wall = self.go_now(), time.monotonic()
         for o in self.observers:
             o.finished(self.sched, self.out, go_ns, wall)
