@@ -18,12 +18,12 @@ import tempfile
 AT_MS = 100.0  # the Go time at which the Ms are counted (the issue's figure)
 
 
-def _run(n: int, check: bool) -> dict:
+def _run(n: int, check: bool, syscall_us: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="gmpsim-bench-") as d:
         subprocess.run([sys.executable, "-m", "coordinator.cli", "run", "scale-out", "--out", d, "--no-progress",
                         "--set", "timescale=10", "--set", "schedtrace_ms=0",
                         "--set", f'programs.main.ops=[["go","blocker",{n}],["wait"]]',
-                        "--set", 'programs.blocker.ops=[["syscall",2000000]]',
+                        "--set", f'programs.blocker.ops=[["syscall",{syscall_us}]]',
                         "--set", f"check_invariants={'true' if check else 'false'}", "--set", "trace=false"],
                        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with open(os.path.join(d, "report.json")) as f:
@@ -35,13 +35,14 @@ def _run(n: int, check: bool) -> dict:
             "violations": len(report["invariants"]["violations"]), "wall_s": report["wall_s"]}
 
 
-def checker_cost(n: int) -> dict:
-    """Ms made by 100 ms of Go time with the checker on, against off (the mean of two off runs)."""
-    off1 = _run(n, False)
-    on = _run(n, True)
-    off2 = _run(n, False)
+def checker_cost(n: int, syscall_us: int = 2_000_000) -> dict:
+    """Ms made by 100 ms of Go time with the checker on, against off (the mean of two off runs).
+    (`--quick` makes it a smoke test: few goroutines, a short syscall.)"""
+    off1 = _run(n, False, syscall_us)
+    on = _run(n, True, syscall_us)
+    off2 = _run(n, False, syscall_us)
     off_100 = (off1["ms_by_100ms"] + off2["ms_by_100ms"]) / 2
     off_all = (off1["ms_created"] + off2["ms_created"]) / 2
-    return {"goroutines": n, "off": [off1, off2], "on": on,
+    return {"goroutines": n, "syscall_us": syscall_us, "off": [off1, off2], "on": on,
             "ratio_on_over_off_at_100ms": round(on["ms_by_100ms"] / off_100, 2) if off_100 else None,
             "ratio_on_over_off_created": round(on["ms_created"] / off_all, 2) if off_all else None}
