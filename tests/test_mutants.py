@@ -15,7 +15,7 @@ from coordinator import effects as fx
 from coordinator import proc as proc_mod
 from coordinator import schedule as schedule_mod
 from coordinator.checkdead import checkdead
-from coordinator.sched import _Prunning, _Psyscall, forcePreemptNS, syscallLazyNS
+from coordinator.sched import _Grunnable, _Gwaiting, _Prunning, _Psyscall, G, forcePreemptNS, syscallLazyNS
 from coordinator.schedule import newproc
 
 from .world import RUNNING, World
@@ -257,26 +257,17 @@ def test_schedule_takes_from_the_global_queue_at_schedtick_61_not_60():
 # --- injectglist: one M per G while Ps are idle ---------------------------------------------------
 
 def test_injectglist_starts_an_m_per_goroutine():
-    """Three sleepers wake at once with every P idle: injectglist (no P) puts them on the global runq
-    and calls startm for each (startIdle(n)); all three run at the same time."""
+    """Go's injectglist with no P (sysmon's context; here mdead's, in Go netpoll's list): every G goes
+    on the global runq and startm runs once per G while Ps are idle (startIdle(n)), not once.
+    (Timers no longer reach it: since per-P timers, a due timer's goroutine is readied by the M that
+    runs the timer; so it is tested as the function it is.)"""
     w = started(gomaxprocs=4)
-    w.newproc(0, "w", 1)
-    w.newproc(0, "w", 1)
-    for _ in range(3):
-        w.gopark(0, "sleep", 1000)
-    for m in w.forked():
-        w.hello(m)
     s = w.sched
-    assert s.npidle == 4 and len(s.timers) == 3
-    w.advance(1_000_000)
-    out = w.timers()
-    assert len(of(out, fx.Wake)) + len(of(out, fx.Fork)) == 3
-    while w.wakeable() or w.forked():
-        for m in w.wakeable():
-            w.woken(m)
-        for m in w.forked():
-            w.hello(m)
-    assert len(w.running()) == 3 and s.npidle == 1
+    gs = [G(goid=100 + i, prog="w", status=_Gwaiting) for i in range(4)]
+    s.fx = []
+    proc_mod.injectglist(s, gs, s.sysmonm)
+    assert s.runqsize == 4 and all(g.status == _Grunnable for g in gs)
+    assert len(of(s.fx, fx.Fork)) + len(of(s.fx, fx.Wake)) == 3 and s.npidle == 0  # 3 idle Ps: 3 Ms
 
 
 # --- retake: the 10ms boundaries, exactly -----------------------------------------------------------
@@ -285,7 +276,7 @@ def tick_at(w: World, t: int) -> list:
     """One sysmon pass at exactly Go time t (World.sysmon would add sysmon's 20µs delay)."""
     assert t >= w.now
     w.now = t
-    return w.deliver({"t": "sysmon"})
+    return [e for e in w.deliver({"t": "sysmon"}) if not isinstance(e, fx.SysmonSleep)]
 
 
 @pytest.mark.parametrize("delta,retaken", [(-1, False), (0, True), (1, True)])
