@@ -20,9 +20,24 @@ from .mdead import mdead, reforkm
 from .proc import addhost, allocm, drophost, newosproc_failed, newsysm, stackfree, startTemplateThread
 from .runq import runqput
 from .runtime_main import RUNTIME_CHANS, with_runtime
-from .sched import (_Gdead, _Grunning, _Gsyscall, _Prunning, G, M, P, Sched, hchan, waitReasonForceGCIdle,
-                    waitReasonGCScavengeWait, waitReasonGCSweepWait, waitReasonSelectNoCases,
-                    waitReasonSemacquire, waitReasonSleep)
+from .sched import (
+    G,
+    M,
+    P,
+    Parked,
+    Sched,
+    _Gdead,
+    _Grunning,
+    _Gsyscall,
+    _Prunning,
+    hchan,
+    waitReasonForceGCIdle,
+    waitReasonGCScavengeWait,
+    waitReasonGCSweepWait,
+    waitReasonSelectNoCases,
+    waitReasonSemacquire,
+    waitReasonSleep,
+)
 from .schedule import goschedImpl, mstart1, mstartm0, netpollready, newproc, newproc1, park_m, resetForSleep, woken
 from .syscall import entersyscall, entersyscallblock, exitsyscall
 from .sysmon import sysmon_tick, sysmon_wake
@@ -126,7 +141,7 @@ def _prep_hello(sched: Sched, ev: dict) -> tuple[M]:
 
 def _prep_woken(sched: Sched, ev: dict) -> tuple[M]:
     mp = _m(sched, ev)
-    if not mp.blocked or mp.park.key == 0 or mp.nextp is None and mp.parked not in ("m0", "netpoll"):
+    if not mp.blocked or mp.park.key == 0 or mp.nextp is None and mp.parked not in (Parked.M0, Parked.NETPOLL):
         raise BadEvent(f"core: woken: M{mp.id} was not woken")
     return (mp,)
 
@@ -134,7 +149,7 @@ def _prep_woken(sched: Sched, ev: dict) -> tuple[M]:
 def _prep_netpoll(sched: Sched, ev: dict) -> tuple[M]:
     """The shell's "netpoll": the wait of the M blocked in netpoll is over (its timeout or a break)."""
     mp = _m(sched, ev)
-    if mp.parked != "netpoll" or mp.park.key != 0:
+    if mp.parked != Parked.NETPOLL or mp.park.key != 0:
         raise BadEvent(f"core: netpoll: M{mp.id} is not blocked in netpoll")
     return (mp,)
 

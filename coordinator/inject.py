@@ -14,7 +14,7 @@ import logging
 import signal
 
 from .faults import FaultPlan, Planned
-from .sched import _Grunning, _Gsyscall
+from .sched import Parked, _Grunning, _Gsyscall
 
 log = logging.getLogger("gmpsim.faults")
 
@@ -29,7 +29,7 @@ def candidates(sched, target: str) -> list[int]:
     if kind == "running":
         ms = [mp for mp in ms if mp.curg is not None and mp.curg.status == _Grunning]
     elif kind == "idle":
-        ms = [mp for mp in ms if mp.blocked and mp.parked == "stopm"]
+        ms = [mp for mp in ms if mp.blocked and mp.parked == Parked.STOPM]
     elif kind == "spinning":
         ms = [mp for mp in ms if mp.spinning]
     elif kind == "syscall":

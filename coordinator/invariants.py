@@ -34,8 +34,22 @@ record (about 1 ms for 750 Ms and 2000 live goroutines); dead goroutines are nea
 """
 from __future__ import annotations
 
-from .sched import (_LOCAL_RUNQ_SIZE, _Gdead, _Grunnable, _Grunning, _Gsyscall, _Gwaiting, _Pidle,
-                    _Prunning, _Psyscall, M, Sched, waitReasonSleep)
+from .sched import (
+    _LOCAL_RUNQ_SIZE,
+    M,
+    Parked,
+    Resume,
+    Sched,
+    _Gdead,
+    _Grunnable,
+    _Grunning,
+    _Gsyscall,
+    _Gwaiting,
+    _Pidle,
+    _Prunning,
+    _Psyscall,
+    waitReasonSleep,
+)
 
 _STATUS_G = {0: "_Gidle", 1: "_Grunnable", 2: "_Grunning", 3: "_Gsyscall", 4: "_Gwaiting", 6: "_Gdead"}
 _STATUS_P = {0: "_Pidle", 1: "_Prunning", 2: "_Psyscall", 3: "_Pgcstop", 4: "_Pdead"}
@@ -129,7 +143,7 @@ def _check_m(sched: Sched, mp: M, e, on_midle: bool, exited: bool, acc: _Acc, is
         if mp.p is not None or mp.curg is not None:
             e(f"{name}: parked ({mp.parked}) with p={_pn(mp.p)} curg={_gn(mp.curg)}")
         key, nextp = mp.park.key, mp.nextp
-        if mp.parked == "netpoll":
+        if mp.parked == Parked.NETPOLL:
             if nextp is not None or on_midle or mp.spinning or mp.lockedg is not None:
                 e(f"{name}: blocked in netpoll with nextp={_pn(nextp)} spinning={mp.spinning} "
                   f"lockedg={_gn(mp.lockedg)}{' on midle' if on_midle else ''}")
@@ -138,8 +152,8 @@ def _check_m(sched: Sched, mp: M, e, on_midle: bool, exited: bool, acc: _Acc, is
             acc.polling += 1
         elif (key != 0) != (nextp is not None):
             e(f"{name}: parked ({mp.parked}) with park.key={key} but nextp={_pn(nextp)}")
-        if mp.parked == "stopm":
-            if mp.resume not in ("findrunnable", "schedule"):
+        if mp.parked == Parked.STOPM:
+            if mp.resume not in (Resume.FINDRUNNABLE, Resume.SCHEDULE):
                 e(f"{name}: parked in stopm to resume in {mp.resume!r}")
             if on_midle:
                 if key != 0 or nextp is not None or mp.spinning:
@@ -148,7 +162,7 @@ def _check_m(sched: Sched, mp: M, e, on_midle: bool, exited: bool, acc: _Acc, is
                 e(f"{name}: parked in stopm, off midle, and not woken")
             if mp.lockedg is not None:
                 e(f"{name}: parked in stopm with lockedg G{mp.lockedg.goid}")
-        elif mp.parked == "stoplockedm":
+        elif mp.parked == Parked.STOPLOCKEDM:
             if mp.lockedg is None:
                 e(f"{name}: parked in stoplockedm without a locked goroutine")
             if on_midle:
@@ -160,9 +174,9 @@ def _check_m(sched: Sched, mp: M, e, on_midle: bool, exited: bool, acc: _Acc, is
                   f"{_STATUS_G.get(mp.lockedg.status, mp.lockedg.status)}")
             if mp.spinning:
                 e(f"{name}: spinning while parked in stoplockedm")
-        elif mp.parked == "netpoll":
+        elif mp.parked == Parked.NETPOLL:
             pass
-        elif mp.parked == "m0":
+        elif mp.parked == Parked.M0:
             if mp is not sched.m0:
                 e(f"{name}: wedged like m0 but is not m0")
             if key != 0 or nextp is not None or on_midle:
@@ -241,7 +255,7 @@ def check(sched: Sched) -> list[str]:
     for mp in sched.midle:
         if sched.allm.get(mp.id) is not mp:
             e(f"M{mp.id}: on midle but not in allm")
-        elif not mp.blocked or mp.parked != "stopm":
+        elif not mp.blocked or mp.parked != Parked.STOPM:
             e(f"M{mp.id}: on midle but not parked in stopm")
         if mp.p is not None or mp.nextp is not None:
             e(f"M{mp.id}: idle on midle holding p={_pn(mp.p)} nextp={_pn(mp.nextp)}")
@@ -291,7 +305,7 @@ def check(sched: Sched) -> list[str]:
           f"{' and m0 wedged' if wedged else ''}")
     if (sched.lastpoll == 0) != (polling == 1) or polling > 1:
         e(f"sched: lastpoll={sched.lastpoll} with {polling} Ms blocked in netpoll")
-    if sched.pollm is not None and (sched.allm.get(sched.pollm.id) is not sched.pollm or sched.pollm.parked != "netpoll"):
+    if sched.pollm is not None and (sched.allm.get(sched.pollm.id) is not sched.pollm or sched.pollm.parked != Parked.NETPOLL):
         e(f"sched: pollm={_mn(sched.pollm)} is not an M of allm blocked in netpoll")
     if sched.pollm is None and (sched.pollUntil != 0 or sched.lastpoll == 0):
         e(f"sched: nobody in netpoll but pollUntil={sched.pollUntil} lastpoll={sched.lastpoll}")
@@ -397,9 +411,9 @@ def check(sched: Sched) -> list[str]:
                 e(f"{name}: runnable and running on {_mn(ms[0])}")
             if q == 0:
                 lm = gp.lockedm
-                if lm is None or lm.parked != "stoplockedm" or lm.nextp is None:
+                if lm is None or lm.parked != Parked.STOPLOCKEDM or lm.nextp is None:
                     e(f"{name}: runnable but in no run queue (and not handed to its locked M)")
-            elif gp.lockedm is not None and gp.lockedm.nextp is not None and gp.lockedm.parked == "stoplockedm":
+            elif gp.lockedm is not None and gp.lockedm.nextp is not None and gp.lockedm.parked == Parked.STOPLOCKEDM:
                 e(f"{name}: in a run queue and handed to its locked {_mn(gp.lockedm)}")
         elif s == _Grunning or s == _Gsyscall:
             if q:
@@ -469,7 +483,7 @@ def _counters(sched: Sched, e) -> None:
     if sched.sysmonwait not in (0, 1):
         e(f"sched: sysmonwait={sched.sysmonwait}")
     m0 = sched.m0
-    wedged = 1 if m0 is not None and m0.parked == "m0" and sched.allm.get(m0.id) is m0 else 0
+    wedged = 1 if m0 is not None and m0.parked == Parked.M0 and sched.allm.get(m0.id) is m0 else 0
     if sched.mcount() != len(sched.allm) - wedged:
         e(f"sched: mcount()={sched.mcount()} (mnext={sched.mnext} nmfreed={sched.nmfreed}) but "
           f"{len(sched.allm)} Ms in allm{' with m0 wedged' if wedged else ''}")
@@ -483,9 +497,9 @@ def _counters(sched: Sched, e) -> None:
     if len(sched.extram) != sched.extraMCount:
         e(f"sched: extraMCount={sched.extraMCount} but {len(sched.extram)} Ms on extram")
     pollm = sched.pollm
-    if pollm is not None and (sched.allm.get(pollm.id) is not pollm or pollm.parked != "netpoll"):
+    if pollm is not None and (sched.allm.get(pollm.id) is not pollm or pollm.parked != Parked.NETPOLL):
         e(f"sched: pollm={_mn(pollm)} is not an M of allm blocked in netpoll")
-    if (sched.lastpoll == 0) != (pollm is not None and pollm.parked == "netpoll"):
+    if (sched.lastpoll == 0) != (pollm is not None and pollm.parked == Parked.NETPOLL):
         e(f"sched: lastpoll={sched.lastpoll} with pollm={_mn(pollm)}")
     if pollm is None and sched.pollUntil != 0:
         e(f"sched: nobody in netpoll but pollUntil={sched.pollUntil}")
@@ -497,7 +511,7 @@ def _counters(sched: Sched, e) -> None:
 def _on_midle(sched: Sched, mp: M) -> bool:
     """Is mp on sched.midle? Only an M parked in stopm can be (check() finds any other there); mput
     appends, so a just-parked M is found at the end."""
-    if mp.parked != "stopm":
+    if mp.parked != Parked.STOPM:
         return False
     return any(x is mp for x in reversed(sched.midle))
 

@@ -7,7 +7,7 @@ from protocol.throw import Throw
 from . import effects as fx
 from .checkdead import checkdead
 from .proc import handoffp, mPark, releasep, startTemplateThread
-from .sched import _Gdead, G, M, Sched
+from .sched import G, M, Parked, Sched, _Gdead
 from .schedule import dropg, gfput, ready, schedule
 
 
@@ -92,7 +92,7 @@ def mexit(sched: Sched, mp: M) -> None:
         handoffp(sched, releasep(sched, mp), mp, "mexit")
         sched.nmfreed += 1
         checkdead(sched)
-        mPark(sched, mp, "m0")
+        mPark(sched, mp, Parked.M0)
         return
     if sched.allm.pop(mp.id, None) is None:
         raise Throw("m not found in allm")

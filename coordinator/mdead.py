@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from .checkdead import checkdead
 from .proc import handoffp, injectglist, wakeNetPoller
+from .sched import M, Parked, Sched, _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall
 from .timers import maxWhen, timeSleepUntil
-from .sched import _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall, M, Sched
 
 
 def describe_m(mp: M) -> str:
@@ -22,9 +22,9 @@ def describe_m(mp: M) -> str:
     if not mp.started:
         return "starting (forked, no mstart yet)"
     if mp.blocked:
-        return {"stoplockedm": f"parked with locked G{mp.lockedg.goid if mp.lockedg else '?'} (stoplockedm)",
-                "m0": "wedged (m0 after its locked goroutine exited)",
-                "netpoll": "blocked in netpoll (findrunnable, until the next timer)"}.get(mp.parked, "parked (stopm)")
+        return {Parked.STOPLOCKEDM: f"parked with locked G{mp.lockedg.goid if mp.lockedg else '?'} (stoplockedm)",
+                Parked.M0: "wedged (m0 after its locked goroutine exited)",
+                Parked.NETPOLL: "blocked in netpoll (findrunnable, until the next timer)"}.get(mp.parked, "parked (stopm)")
     if mp.curg is not None:
         if mp.curg.status == _Gsyscall:
             return f"in a {'cgo call' if mp.incgo else 'syscall'} (G{mp.curg.goid})"
@@ -42,7 +42,7 @@ def mdead(sched: Sched, mp: M, gone: bool) -> dict:
     doing = describe_m(mp)
     # Its own records first: it no longer counts in mcount(), so an M started for its P below is
     # not refused by checkmcount, and checkdead sees the truth.
-    if sched.allm.pop(mp.id, None) is not None and mp.parked != "m0":
+    if sched.allm.pop(mp.id, None) is not None and mp.parked != Parked.M0:
         sched.nmfreed += 1  # (a wedged m0 was counted by mexit already: Go keeps it on allm)
     if mp in sched.midle:
         sched.midle.remove(mp)
@@ -58,7 +58,7 @@ def mdead(sched: Sched, mp: M, gone: bool) -> dict:
         sched.pollUntil = 0
         sched.lastpoll = sched.now or 1
         mp.wasSpinning = False
-    if mp.parked == "stoplockedm" and mp.park.key == 0:
+    if mp.parked == Parked.STOPLOCKEDM and mp.park.key == 0:
         sched.nmidlelocked -= 1  # undo stoplockedm's incidlelocked(1) (startlockedm's wake already did)
     # The goroutine it ran, or the locked one it was handed (startlockedm), goes back (below).
     glist = []
@@ -72,7 +72,7 @@ def mdead(sched: Sched, mp: M, gone: bool) -> dict:
         lg.lostInt += mp.lockedInt  # the runtime's own lock (runtime.main's) went with the M
         lg.lockedm = None
         mp.lockedg = None
-        if mp.parked == "stoplockedm" and mp.nextp is not None and lg.status == _Grunnable and lg not in glist:
+        if mp.parked == Parked.STOPLOCKEDM and mp.nextp is not None and lg.status == _Grunnable and lg not in glist:
             glist.append(lg)  # handed over by startlockedm, in no queue now
     requeued = [g.goid for g in glist]
     mp.incgo = False
@@ -93,7 +93,7 @@ def mdead(sched: Sched, mp: M, gone: bool) -> dict:
             p.syscalltick += 1
             ps.append(p)
     mp.blocked = False
-    mp.parked = ""
+    mp.parked = Parked.NO
     mp.exited = True
     mp.freeWait = 0 if gone else 1
     sched.freem.append(mp)

@@ -14,9 +14,9 @@ from protocol.throw import Throw
 
 from . import effects as fx
 from .checkdead import checkdead
-from .note import notesleep, notewakeup
-from .sched import _Pidle, _Prunning, M, P, Sched, runqempty
+from .note import noteclear, notesleep, notewakeup
 from .runq import globrunqput
+from .sched import M, P, Parked, Resume, Sched, _Pidle, _Prunning, runqempty
 from .timers import nobarrierWakeTime
 
 
@@ -371,7 +371,7 @@ def releasep(sched: Sched, mp: M) -> P:
     return p
 
 
-def mPark(sched: Sched, mp: M, why: str, resume: str = "") -> bool:
+def mPark(sched: Sched, mp: M, why: Parked, resume: Resume = Resume.NO) -> bool:
     """Go's mPark: notesleep(&m.park). Returns True when the M must really sleep (a Park reply);
     False when its wakeup already came (the key is set), so it goes on at once. `resume` is where
     a stopm returns to (its caller: findrunnable goes back to its top, the others to schedule)."""
@@ -384,15 +384,32 @@ def mPark(sched: Sched, mp: M, why: str, resume: str = "") -> bool:
     return True
 
 
-def stopm(sched: Sched, mp: M, resume: str) -> bool:
+def unpark(mp: M) -> tuple[Parked, Resume]:
+    """Not a Go function: the one way out of mPark's notesleep (the M's process was woken, or its
+    wakeup had already come): noteclear(&m.park), and what it slept in and where it goes on."""
+    noteclear(mp.park)
+    mp.blocked = False
+    why, resume = mp.parked, mp.resume
+    mp.parked, mp.resume = Parked.NO, Resume.NO
+    return why, resume
+
+
+def stopm_return(sched: Sched, mp: M) -> None:
+    """The tail of Go's stopm once mPark returns: acquirep(m.nextp); m.nextp = 0."""
+    unpark(mp)
+    acquirep(sched, mp, mp.nextp)
+    mp.nextp = None
+
+
+def stopm(sched: Sched, mp: M, resume: Resume) -> bool:
     """Go's stopm: put mp on midle and park it. Returns whether it sleeps (see mPark). `resume`:
-    "findrunnable" (its stopm's `goto top`) or "schedule" (exitsyscall0's, startlockedm's)."""
+    Resume.FINDRUNNABLE (its stopm's `goto top`) or Resume.SCHEDULE (exitsyscall0's, startlockedm's)."""
     if mp.p is not None:
         raise Throw("stopm holding p")
     if mp.spinning:
         raise Throw("stopm spinning")
     mput(sched, mp)
-    return mPark(sched, mp, "stopm", resume)
+    return mPark(sched, mp, Parked.STOPM, resume)
 
 
 def incidlelocked(sched: Sched, v: int) -> None:
@@ -409,7 +426,7 @@ def stoplockedm(sched: Sched, mp: M) -> bool:
     if mp.p is not None:
         handoffp(sched, releasep(sched, mp), mp)
     incidlelocked(sched, 1)
-    return mPark(sched, mp, "stoplockedm")
+    return mPark(sched, mp, Parked.STOPLOCKEDM)
 
 
 def startlockedm(sched: Sched, mp: M, gp) -> bool:
@@ -424,4 +441,4 @@ def startlockedm(sched: Sched, mp: M, gp) -> bool:
     lm.nextp = p
     notewakeup(lm.park)
     sched.fx.append(fx.Wake(lm.id, p.id))
-    return stopm(sched, mp, "schedule")  # back in schedule's `goto top`
+    return stopm(sched, mp, Resume.SCHEDULE)  # back in schedule's `goto top`

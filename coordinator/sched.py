@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from .note import Note
 
@@ -43,6 +44,23 @@ class SysmonTick:
     schedwhen: int = 0
     syscalltick: int = 0
     syscallwhen: int = 0
+
+
+class Parked(StrEnum):
+    """The blocking Go call an M sleeps in (m.parked; see the package doc on how one is re-enacted).
+    Values are the names the trace and post-mortems print."""
+    NO = ""  # not asleep
+    STOPM = "stopm"  # notesleep(&m.park) in stopm: idle on sched.midle, or woken with nextp
+    STOPLOCKEDM = "stoplockedm"  # notesleep(&m.park) in stoplockedm, with its locked goroutine
+    M0 = "m0"  # m0 wedged by mexit (its locked goroutine exited): never woken
+    NETPOLL = "netpoll"  # in findrunnable's netpoll(delay), until the next timer or a netpollBreak
+
+
+class Resume(StrEnum):
+    """Where a stopm returns to once its M is woken: the caller's next line in Go."""
+    NO = ""  # not in stopm
+    FINDRUNNABLE = "findrunnable"  # findrunnable's stopm; goto top
+    SCHEDULE = "schedule"  # exitsyscall0's and startlockedm's stopm; then schedule()
 
 
 @dataclass(eq=False)
@@ -112,8 +130,8 @@ class M:
     slot: int = -1  # its g0 stack's slot in the host's arena (-1: no stack of ours)
     virtual: bool = False  # no worker process of its own (sysmon, template thread, cgo's extra M)
     started: bool = False  # mstart has run (it said hello)
-    parked: str = ""  # how it sleeps: "stopm", "stoplockedm", "m0" (on m.park), "netpoll" (in netpoll(delay))
-    resume: str = ""  # where a parked stopm returns to: "findrunnable" (its top) or "schedule"
+    parked: Parked = Parked.NO  # how it sleeps (the blocking Go call it is in), NO while it runs
+    resume: Resume = Resume.NO  # where a parked stopm returns to
     wasSpinning: bool = False  # findrunnable's wasSpinning, kept while the M blocks in netpoll
     exited: bool = False
     pid: int = 0

@@ -3,7 +3,7 @@ for character, so a gmpsim run can be set beside a real Go program's. (Tip adds 
 the brackets, appends schedticks=, and prints nil where 1.16 prints -1.)"""
 from __future__ import annotations
 
-from .sched import Sched
+from .sched import Parked, Sched
 
 
 def _b(v: bool) -> str:
@@ -46,7 +46,7 @@ def schedtrace(sched: Sched, detailed: bool) -> str:
 
 def _in_notesleep(mp) -> bool:
     """Go's m.blocked: set in notesleep only, so false for the M blocked in netpoll (epoll_wait)."""
-    return mp.blocked and mp.parked != "netpoll"
+    return mp.blocked and mp.parked != Parked.NETPOLL
 
 
 def hosts_line(sched: Sched) -> str:

@@ -11,12 +11,38 @@ from math import gcd
 from protocol.throw import Throw
 
 from . import effects as fx
-from .note import noteclear, notewakeup
-from .proc import (acquirep, mspinning, netpollBreak, pidleget, pidleput, releasep, startlockedm,
-                   stoplockedm, stopm, wakeNetPoller, wakep)
+from .note import notewakeup
+from .proc import (
+    acquirep,
+    mspinning,
+    netpollBreak,
+    pidleget,
+    pidleput,
+    releasep,
+    startlockedm,
+    stoplockedm,
+    stopm,
+    stopm_return,
+    unpark,
+    wakeNetPoller,
+    wakep,
+)
 from .runq import globrunqget, globrunqput, runqget, runqput, runqsteal
-from .sched import (_GoidCacheBatch, _Gdead, _Grunnable, _Grunning, _Gwaiting, G, M, P, Sched,
-                    isSystemGoroutine, runqempty)
+from .sched import (
+    G,
+    M,
+    P,
+    Parked,
+    Resume,
+    Sched,
+    _Gdead,
+    _GoidCacheBatch,
+    _Grunnable,
+    _Grunning,
+    _Gwaiting,
+    isSystemGoroutine,
+    runqempty,
+)
 from .timers import doaddtimer, nobarrierWakeTime, runtimer
 
 _STEAL_TRIES = 4  # findrunnable's stealTries
@@ -38,29 +64,26 @@ def woken(sched: Sched, mp: M) -> None:
     rest of stopm (acquirep(nextp)) and back where that stopm was called: findrunnable's `goto top`,
     or schedule() for exitsyscall0's and startlockedm's; or the rest of stoplockedm (acquirep,
     execute(lockedg)). In netpoll: the rest of findrunnable after netpoll(delay) returns."""
-    noteclear(mp.park)
-    mp.blocked = False
-    why, mp.parked = mp.parked, ""
-    resume, mp.resume = mp.resume, ""
-    if why == "m0":
+    why, resume = unpark(mp)
+    if why == Parked.M0:
         raise Throw("locked m0 woke up")
-    if why == "netpoll":
-        if not netpollreturn(sched, mp) and stopm(sched, mp, "findrunnable"):
+    if why == Parked.NETPOLL:
+        if not netpollreturn(sched, mp) and stopm(sched, mp, Resume.FINDRUNNABLE):
             return
         if mp.p is None:  # stopm's wakeup had already come
-            _after_stopm(sched, mp)
+            stopm_return(sched, mp)
         _schedule_top(sched, mp, True)
         return
     acquirep(sched, mp, mp.nextp)
     mp.nextp = None
-    if why == "stoplockedm":
+    if why == Parked.STOPLOCKEDM:
         gp = mp.lockedg
         if gp.status != _Grunnable:
             raise Throw("stoplockedm: not runnable", prints=(
                 f"runtime:stoplockedm: lockedg (atomicstatus={gp.status}) is not Grunnable or Gscanrunnable",))
         execute(sched, mp, gp, False)
         return
-    _schedule_top(sched, mp, resume == "findrunnable")
+    _schedule_top(sched, mp, resume == Resume.FINDRUNNABLE)
 
 
 def schedule(sched: Sched, mp: M) -> None:
@@ -105,20 +128,10 @@ def _schedule_top(sched: Sched, mp: M, in_findrunnable: bool) -> None:
             # Hands off own p to the locked m, then blocks waiting for a new p.
             if startlockedm(sched, mp, gp):
                 return
-            _after_stopm(sched, mp)
+            stopm_return(sched, mp)
             continue
         execute(sched, mp, gp, inherit)
         return
-
-
-def _after_stopm(sched: Sched, mp: M) -> None:
-    """The tail of Go's stopm once mPark returns: acquirep(m.nextp); m.nextp = 0."""
-    noteclear(mp.park)
-    mp.blocked = False
-    mp.parked = ""
-    mp.resume = ""
-    acquirep(sched, mp, mp.nextp)
-    mp.nextp = None
 
 
 def checkTimers(sched: Sched, mp: M, pp: P, now: int) -> tuple[int, int, bool]:
@@ -248,9 +261,9 @@ def findrunnable(sched: Sched, mp: M) -> tuple[G | None, bool]:
         elif pollUntil != 0 and sched.netpollInited:
             if sched.pollUntil == 0 or sched.pollUntil > pollUntil:
                 netpollBreak(sched)
-        if stopm(sched, mp, "findrunnable"):
+        if stopm(sched, mp, Resume.FINDRUNNABLE):
             return None, False
-        _after_stopm(sched, mp)
+        stopm_return(sched, mp)
 
 
 def netpoll(sched: Sched, mp: M, delay: int) -> bool:
@@ -268,7 +281,7 @@ def netpoll(sched: Sched, mp: M, delay: int) -> bool:
         waitms = 0
     else:
         waitms = 1 if delay < 1_000_000 else min(delay // 1_000_000, 1_000_000_000)
-    mp.parked = "netpoll"
+    mp.parked = Parked.NETPOLL
     mp.blocked = True
     sched.pollm = mp
     sched.fx.append(fx.Park(mp.id))

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from . import effects as fx
 from .note import notewakeup
-from .proc import acquirep, handoffp, pidleget, releasep, stoplockedm, stopm
+from .proc import acquirep, handoffp, pidleget, releasep, stoplockedm, stopm, stopm_return
 from .runq import globrunqput
-from .sched import _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall, M, P, Sched
-from .schedule import _after_stopm, dropg, execute, schedule, woken
+from .sched import M, P, Resume, Sched, _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall
+from .schedule import dropg, execute, schedule, woken
 
 
 def _wake_sysmon(sched: Sched) -> None:
@@ -104,7 +104,7 @@ def exitsyscall0(sched: Sched, mp: M, gp) -> None:
             return
         woken(sched, mp)
         return
-    if stopm(sched, mp, "schedule"):
+    if stopm(sched, mp, Resume.SCHEDULE):
         return
-    _after_stopm(sched, mp)
+    stopm_return(sched, mp)
     schedule(sched, mp)
