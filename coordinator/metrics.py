@@ -139,9 +139,6 @@ class MetricsExporter(Observer):
         """A fault was injected (called by the fault injector)."""
         self.c_faults.labels(kind).inc()
 
-    def observe_m_creation(self, seconds: float) -> None:
-        self.h_m_creation.observe(seconds)
-
     # --- Observer -----------------------------------------------------------------------------------
 
     def started(self, sched, go_ns: int, wall: float) -> None:

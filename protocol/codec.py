@@ -17,8 +17,6 @@ MAX_FRAME_BYTES = 1 << 20  # 1 MiB: far above any real message; bounds what a pe
 _MAX_ARRAY_ITEMS = 100_000  # the longest list in the catalogue: a compiled program
 _MAX_MAP_KEYS = 10_000      # the largest map: programs by name
 
-ENVELOPE = ("v", "t", "seq", "epoch")
-
 # One validator per message type: the envelope's seq/epoch and the typed fields, nothing else.
 _VALIDATORS = {
     t: record(t, {"seq": NAT, "epoch": NAT, **fields}, preset=("v", "t")).check
@@ -112,4 +110,4 @@ def encode_trusted(t: str, seq: int, epoch: int, fields: dict) -> bytes:
     return _packb(fields)
 
 
-__all__ = ["ENVELOPE", "MAX_FRAME_BYTES", "ProtocolError", "decode", "encode", "encode_trusted"]
+__all__ = ["MAX_FRAME_BYTES", "ProtocolError", "decode", "encode", "encode_trusted"]

@@ -52,9 +52,6 @@ OPS: dict[str, int] = {
 #: ops whose single argument is a duration in Go microseconds.
 TIMED: frozenset[str] = frozenset({"run", "syscall", "syscallblock", "cgo", "sleep"})
 
-#: control instructions that appear only in compiled code.
-CONTROL: frozenset[str] = frozenset({"rep", "endrep"})
-
 #: how each op is written, for error messages.
 USAGE: dict[str, str] = {
     "run": '["run", us]',

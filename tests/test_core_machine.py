@@ -18,14 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from coordinator.core import _HANDLERS, BadEvent, step
+from coordinator.core import BadEvent, step
 from coordinator.sched import _Gdead, _Grunnable, _Grunning, _Gsyscall, _Gwaiting
 
 from .world import cgo_hang, PARKED, World, pos, snapshot
 
 PROGRAMS = {"main": [["run", 1]], "worker": [["run", 1]]}
 PICK = st.integers(0, 63)
-HAS_MDEAD = {"mdead", "refork"} <= set(_HANDLERS)  # the shell's fault paths (coordinator/mdead.py)
 
 
 def _pick(ms: list[int], i: int) -> int:
@@ -148,7 +147,7 @@ class CoreMachine(RuleBasedStateMachine):
     def _killable(self) -> list[int]:
         return list(self.w.live())
 
-    @precondition(lambda self: self._live() and HAS_MDEAD and self._killable())
+    @precondition(lambda self: self._live() and self._killable())
     @rule(i=PICK, how=st.sampled_from(["kill", "fence"]))
     def m_dies(self, i, how):
         m = _pick(self._killable(), i)
@@ -156,7 +155,7 @@ class CoreMachine(RuleBasedStateMachine):
         if not self.w.finished:
             assert self.w.recovered[-1].m == m and m not in self.w.sched.allm
 
-    @precondition(lambda self: self._live() and self.w.forked() and HAS_MDEAD)
+    @precondition(lambda self: self._live() and self.w.forked())
     @rule(i=PICK)
     def refork(self, i):
         m = _pick(self.w.forked(), i)
@@ -275,7 +274,6 @@ CoreMachine.TestCase.settings = settings(max_examples=800, stateful_step_count=5
 TestCoreMachine = CoreMachine.TestCase
 
 
-@pytest.mark.skipif(not HAS_MDEAD, reason="no mdead in the core")
 def test_mdead_of_wedged_m0():
     """m0 wedged by mexit (counted in nmfreed then) and its process then killed: mdead must not count
     it again, or mcount() drops below the Ms that exist and checkdead fires while M3 has not started."""

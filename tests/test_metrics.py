@@ -137,7 +137,7 @@ def test_own_registry_not_the_global_one():
     a, b = MetricsExporter(), MetricsExporter()  # two at once: no "Duplicated timeseries"
     assert a.registry is not REGISTRY and a.registry is not b.registry
     assert "gmpsim_threads" not in REGISTRY._names_to_collectors
-    a.observe_m_creation(0.003)
+    a.h_m_creation.observe(0.003)
     assert a.registry.get_sample_value("gmpsim_m_creation_seconds_count") == 1
     assert b.registry.get_sample_value("gmpsim_m_creation_seconds_count") == 0
     a.close()  # never started: nothing to close, no error
