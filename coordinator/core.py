@@ -54,17 +54,18 @@ RUNTIME_PARK_REASONS = frozenset({waitReasonForceGCIdle, waitReasonGCSweepWait, 
 
 def schedinit(gomaxprocs: int, programs: dict, hosts: dict[str, int], maxmcount: int = 10000,
               seed: int = 1, schedtrace_ms: int = 0, scheddetail: bool = False,
-              placement: str = "least-loaded") -> tuple[Sched, list]:
+              placement: str = "least-loaded", usleep_slack_us: float = 0) -> tuple[Sched, list]:
     """Go's schedinit + procresize + newproc(runtime.main), m0's mstart (mstartm0) and runtime.main's
     first lines (mainStarted, newm(sysmon)). `hosts` maps each host to the number of g0 stack slots
     in its arena. m0 gets P0 (procresize); goroutine 1 runs "runtime.main" (runtime_main.py), which
     ends in the scenario's "main"; sysmon is a virtual M (nmsys). A scenario with a cgo op is a cgo
-    binary (iscgo). Effect: fork m0 on the first host."""
+    binary (iscgo). `usleep_slack_us`: what the OS adds to each of sysmon's usleeps (sysmon.py).
+    Effect: fork m0 on the first host."""
     if "main" not in programs:
         raise ValueError('programs: a "main" program is required')
     sched = Sched(gomaxprocs=gomaxprocs, maxmcount=maxmcount, seed=seed,
                   schedtrace_ms=schedtrace_ms, scheddetail=scheddetail, rng=random.Random(seed),
-                  placement=placement)
+                  placement=placement, usleep_slack_ns=round(usleep_slack_us * 1000))
     sched.iscgo = is_cgo(programs)
     sched.programs = with_runtime(programs, sched.iscgo)
     sched.chans = {name: hchan(dataqsiz=n) for name, n in RUNTIME_CHANS.items()}

@@ -277,7 +277,7 @@ class Coordinator:
         self.sched, effects = schedinit(
             sc.gomaxprocs, sc.programs, {h: a["slots"] for h, a in self.agents.items()},
             maxmcount=sc.maxmcount, seed=sc.seed, schedtrace_ms=sc.schedtrace_ms,
-            scheddetail=sc.scheddetail, placement=self.placement)
+            scheddetail=sc.scheddetail, placement=self.placement, usleep_slack_us=sc.usleep_slack_us)
         for host in self.agents:
             self.welcome(host)
         self.t0 = time.monotonic()

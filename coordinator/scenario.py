@@ -25,6 +25,7 @@ from protocol.messages import MAX_SLOTS
 from protocol.ops import OpError, compile_programs, format_value
 
 from .faults import FaultError, FaultSpec, fault_from_table
+from .sysmon import USLEEP_SLACK_US
 
 DEFAULT_SCENARIO = "syscall-storm"
 MAX_SCENARIO_BYTES = 1 << 20  # far above any real scenario; a bigger file is read no further
@@ -56,6 +57,7 @@ class Scenario:
     faults: tuple[FaultSpec, ...] = ()   # [[faults]] tables, then --fault options
     lost_after_ms: float = 2000.0        # wall ms after which an M that does not answer is lost
     check_invariants: bool = True
+    usleep_slack_us: float = USLEEP_SLACK_US  # the OS's lateness of sysmon's usleep (sysmon.py)
     trace: bool = True  # record trace.json (and so threads.png)
 
     @property
@@ -101,6 +103,12 @@ def _timescale(key: str, value: Any) -> float:
 def _positive_number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise _Invalid(key, f"expected a number > 0, got {format_value(value)}")
+    return float(value)
+
+
+def _slack(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10_000:
+        raise _Invalid(key, f"expected Go µs from 0 to 10000, got {format_value(value)}")
     return float(value)
 
 
@@ -166,6 +174,7 @@ _FIELDS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "lost_after_ms": (_positive_number, 2000.0),
     "check_invariants": (_boolean, True),
     "trace": (_boolean, True),
+    "usleep_slack_us": (_slack, USLEEP_SLACK_US),
 }
 _KNOWN_KEYS = (*_FIELDS, "programs", "faults")
 

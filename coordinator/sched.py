@@ -213,6 +213,7 @@ class Sched:
     # sysmon's loop state (proc.go sysmon: idle, delay) and schedtrace's.
     sysmon_idle: int = 0
     sysmon_delay: int = 0
+    usleep_slack_ns: int = 0  # not in Go: the OS's lateness of each of sysmon's usleeps (sysmon.py)
     lasttrace: int = 0
     starttime: int = 0
 

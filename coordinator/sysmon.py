@@ -16,6 +16,10 @@ from .schedtrace import schedtrace
 from .timers import timeSleepUntil
 
 SYSMON_MIN_DELAY_US = 20
+# Not in Go, the OS's part: Linux returns from usleep(20) ~90 µs later on these machines (timer
+# slack 50 µs, /proc/self/timerslack_ns, plus the wake-up), so real Go's busy sysmon passes come
+# every ~90 µs, not 20. A scenario's usleep_slack_us (default this) adds it to every usleep.
+USLEEP_SLACK_US = 70
 SYSMON_MAX_DELAY_US = 10_000
 SYSMON_IDLE_BEFORE_BACKOFF = 50
 forcegcperiod = 2 * 60 * 1_000_000_000  # proc.go: 2 minutes; the deep sleep lasts at most half of it
@@ -34,8 +38,9 @@ def sysmon_delay(sched: Sched) -> int:
 
 
 def sysmon_usleep(sched: Sched) -> fx.SysmonSleep:
-    """The loop head's usleep(delay), as an effect: the shell sends "sysmon" at its end."""
-    return fx.SysmonSleep(sched.now + sysmon_delay(sched) * 1000, False)
+    """The loop head's usleep(delay), as an effect: the shell sends "sysmon" at its end. It lasts
+    delay + the OS's slack (sched.usleep_slack_ns; see USLEEP_SLACK_US)."""
+    return fx.SysmonSleep(sched.now + sysmon_delay(sched) * 1000 + sched.usleep_slack_ns, False)
 
 
 def sysmon_tick(sched: Sched) -> None:

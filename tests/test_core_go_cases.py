@@ -392,6 +392,16 @@ def test_sysmon_delay_schedule():
     assert set(delays[61:]) == {10_000}
 
 
+def test_sysmon_usleep_lasts_the_delay_plus_the_os_slack():
+    """usleep(20) returns late by the OS's timer slack (usleep_slack_us): sysmon's busy passes come
+    every 20 + slack µs, and its retake of a P in a syscall that much later."""
+    w = World(WORKER, gomaxprocs=1, usleep_slack_us=70)
+    assert w.hello(0) == [fx.Execute(0, 1)]
+    before = w.now
+    w.sysmon()
+    assert w.now - before == 90_000
+
+
 def test_sysmon_deep_sleeps_when_every_p_is_idle():
     """Go 1.16: with every P idle sysmon sleeps on sysmonnote until the next timer (at most
     forcegcperiod/2); entersyscall wakes it through the note (entersyscall_sysmon)."""

@@ -163,7 +163,7 @@ def test_bad_override_syntax_and_keys():
     assert error_of("syscall-storm", ["gomaxproc=4"]) == (
         "--set gomaxproc=4: gomaxproc: unknown key; did you mean 'gomaxprocs'? (known keys: name, "
         "description, gomaxprocs, timescale, seed, maxmcount, schedtrace_ms, scheddetail, time_limit_s, "
-        "expect, lost_after_ms, check_invariants, trace, programs, faults)")
+        "expect, lost_after_ms, check_invariants, trace, usleep_slack_us, programs, faults)")
     assert error_of("syscall-storm", ["gomaxprocs.x=4"]) == (
         "--set gomaxprocs.x=4: gomaxprocs: is not a table, so it has no keys to set")
     assert error_of("syscall-storm", ["programs.main.opz=[]"]).startswith(
@@ -362,3 +362,11 @@ def test_bad_second_fault_names_its_index(tmp_path):
                               "(the longest delay a message gets)")
     path = write(tmp_path, 'faults = [3]\n' + MINIMAL, "z.toml")
     assert error_of(path) == f"{path}: faults[0]: expected a table with a kind (a [[faults]] table), got 3"
+
+
+def test_usleep_slack_defaults_to_this_machines_and_is_bounded():
+    from coordinator.sysmon import USLEEP_SLACK_US
+    assert load("steady").usleep_slack_us == USLEEP_SLACK_US
+    assert load("steady", ["usleep_slack_us=0"]).usleep_slack_us == 0
+    with pytest.raises(ScenarioError, match=r"usleep_slack_us: expected Go µs from 0 to 10000, got -1"):
+        load("steady", ["usleep_slack_us=-1"])

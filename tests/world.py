@@ -95,6 +95,7 @@ class World:
     seed: int = 1
     schedtrace_ms: int = 0
     scheddetail: bool = False
+    usleep_slack_us: float = 0  # sysmon's usleeps as long as asked (the scenario's default is the OS's)
     check: bool = True
     compiled: bool = False
     hosts: dict | None = None
@@ -122,7 +123,8 @@ class World:
             self.programs = compile_programs(self.programs)
         self.sched, effects = schedinit(self.gomaxprocs, self.programs, self.hosts or {"local": self.slots},
                                         maxmcount=self.maxmcount, seed=self.seed,
-                                        schedtrace_ms=self.schedtrace_ms, scheddetail=self.scheddetail)
+                                        schedtrace_ms=self.schedtrace_ms, scheddetail=self.scheddetail,
+                                        usleep_slack_us=self.usleep_slack_us)
         self.programs = self.sched.programs  # the scenario's and the runtime's (runtime.main...)
         self._agenda: list = []
         self._agenda_started = False
