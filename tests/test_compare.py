@@ -110,6 +110,15 @@ def test_go_fatal_lines_are_kept_verbatim():
     assert parsed["schedtrace"] == ["SCHED 0ms: gomaxprocs=2 idleprocs=1"] and parsed["result"] is None
 
 
+def test_the_programs_marker_inside_a_sched_line_leaves_it_whole():
+    """The runtime writes a SCHED line in small writes; the program's marker line can land inside."""
+    parsed = parse_stderr('SCHED 0ms: gomaxprocs=2 idleprocs=0 threads=5 spinningthreads=1 idlethreads='
+                          'GMPSIM-GO-SCHED {"sched":6122432,"mnext":48,"nmfreed":64,"cgo":false}\n'
+                          '0 runqueue=0 [0 0]\nSCHED 2ms: gomaxprocs=2\n')
+    assert parsed["schedtrace"] == ["SCHED 0ms: gomaxprocs=2 idleprocs=0 threads=5 spinningthreads=1 "
+                                    "idlethreads=0 runqueue=0 [0 0]", "SCHED 2ms: gomaxprocs=2"]
+
+
 def test_tolerance_rule():
     assert table.allowed(9, 10) == 1 and table.allowed(100, 10) == 10 and table.allowed(100, 0) == 0
     rows = table.figures([{"mnext": 4, "nmfreed": 0, "peak_threads": 4, "threads_end": 4, "outcome": "ok"}] * 3,

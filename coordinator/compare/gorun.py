@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -69,7 +70,10 @@ def _read_counts(mem_fd: int, where: dict) -> tuple[int, int] | None:
 
 def parse_stderr(text: str) -> dict:
     """The program's stderr: its result line, schedtrace's SCHED lines, and Go's fatal lines
-    (the `runtime: ...` lines just before `fatal error: ...`, kept verbatim)."""
+    (the `runtime: ...` lines just before `fatal error: ...`, kept verbatim). The program's own
+    marker lines may land inside a SCHED line (the runtime writes one in many small writes):
+    cut out, they leave the SCHED line whole."""
+    text = re.sub(re.escape(SCHED_MARK) + r"\{[^\n]*?\}\n", "", text)
     lines = text.splitlines()
     result = None
     sched_lines = [ln for ln in lines if ln.startswith("SCHED ")]
