@@ -11,6 +11,7 @@ no goroutine and no P is lost, is what retake and mexit would do for the pieces 
 """
 from __future__ import annotations
 
+from . import effects as fx
 from .checkdead import checkdead
 from .proc import handoffp, injectglist, wakeNetPoller
 from .sched import M, Parked, Sched, _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall
@@ -115,7 +116,6 @@ def reforkm(sched: Sched, mp: M) -> None:
     """A fork order that never became a process (its forker died first, or its host agent did):
     newosproc again from the host agent, as a new incarnation (epoch + 1) so that a late child of
     the old order is refused. Not in Go: a clone there either happens or throws."""
-    from . import effects as fx
     mp.epoch += 1
     sched.stats["reforked"] += 1
     sched.fx.append(fx.Fork(m=mp.id, forker=None, host=mp.host,

@@ -16,7 +16,7 @@ from . import effects as fx
 from .checkdead import checkdead
 from .note import noteclear, notesleep, notewakeup
 from .runq import globrunqput
-from .sched import M, P, Parked, Resume, Sched, _Pidle, _Prunning, runqempty
+from .sched import M, P, Parked, Resume, Sched, _Grunnable, _Pidle, _Prunning, runqempty
 from .timers import nobarrierWakeTime
 
 
@@ -301,7 +301,6 @@ def wakep(sched: Sched, caller: M | None) -> None:
 def injectglist(sched: Sched, glist: list, caller: M | None, why: str = "injectglist") -> None:
     """Go's injectglist: make glist runnable. With no P (sysmon's context, the only one that calls it
     here) every G goes on the global runq and an M is started per G while Ps are idle."""
-    from .sched import _Grunnable
     if not glist:
         return
     for gp in glist:

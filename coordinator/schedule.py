@@ -14,6 +14,7 @@ from . import effects as fx
 from .note import notewakeup
 from .proc import (
     acquirep,
+    allocm,
     mspinning,
     netpollBreak,
     pidleget,
@@ -459,7 +460,6 @@ def newextram(sched: Sched) -> None:
     """Go's newextram → oneNewExtraM: an M for C threads calling into Go; it has no thread until one
     does (never, here), so it is virtual and has no g0 slot (allocm in a cgo binary: malg(-1)). Its
     dead G is locked to it, takes its goid straight from sched.goidgen, and counts in ngsys."""
-    from .proc import allocm
     mp = allocm(sched, None, -1, sched.hosts[0], virtual=True)
     mp.started = True
     gp = G(goid=0, prog="runtime.goexit", status=_Gdead)  # gp.sched.pc = goexit
