@@ -21,6 +21,7 @@ import sys
 import time
 
 import zmq
+from setproctitle import setproctitle
 
 from protocol.codec import ProtocolError, decode, encode
 from protocol.owner import clean, new_run_id
@@ -40,6 +41,16 @@ HEARTBEAT_S = 0.5  # across hosts
 HEARTBEAT_TIMEOUT_S = 3.0  # the coordinator fences a host silent this long; we rejoin afresh
 GIVE_UP_S = 60.0  # a remote agent with no coordinator this long exits: 2 if it never got one, else 3
 NOT_OUR_CHILD = -256  # mexited.status when the exit status is not ours to read
+
+
+M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+
+
+def _one_malloc_arena() -> None:
+    """Every thread of this process and of the Ms it forks allocates from the main malloc arena:
+    glibc otherwise gives each ZeroMQ thread (I/O, reaper) of every M its own arena, whose touched
+    pages are that M's alone (MALLOC_ARENA_MAX=1, set at run time, inherited through fork)."""
+    ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
 
 
 def _die_with_parent() -> None:
@@ -352,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in clean()["removed"]:
             log.warning("agent %s: removed %s, left by a dead process", args.host, path)
     run_id = args.run_id or new_run_id()  # a remote agent owns its arena
+    setproctitle(f"gmpsim agent {args.host}")  # what ps and top show (every M is `gmpsim M<id>`)
+    _one_malloc_arena()
     set_child_subreaper()
     if not remote:
         _die_with_parent()

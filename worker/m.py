@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 import zmq
+from setproctitle import setproctitle
 
 from protocol.codec import ProtocolError, decode, encode
 from protocol.throw import Throw
@@ -97,6 +98,7 @@ def fork_m(cfg: HostConfig, spec: dict) -> int:
     if pid == 0:
         code = 0
         try:
+            setproctitle(f"gmpsim M{spec['m']}")  # ps and top name each M for what it is
             child_after_fork()
             if spec["delay_us"]:
                 time.sleep(spec["delay_us"] / 1e6)  # slow-fork fault: between fork and mstart
