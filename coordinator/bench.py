@@ -6,8 +6,12 @@ floors again.
 
 - fork floor: a bare fork of a small process (one holding a ZeroMQ context, as every M does)
   whose child makes its own context and says hello over ZeroMQ; decide → hello received.
+- burst fork floor: a pre-forked small process (no ZeroMQ context) forking on request, one at a
+  time and a burst at once (Ms per second).
 - wake floor: a bare ZeroMQ one-way message to a process blocked in recv; send → received.
-- gmpsim: newm → mstart and notewakeup → running from a real syscall-storm run.
+- coordinator floor: a bare ROUTER loop doing the coordinator's socket and codec work per event.
+- gmpsim: newm → mstart and notewakeup → running from a real syscall-storm run; events/s of the real
+  loop; Ms made in Go time (threads at 100 ms of Go time); live Ms and memory per M at scale.
 - multiprocessing forkserver and spawn, for scale (the Process's start → its hello).
 """
 from __future__ import annotations
@@ -431,7 +435,8 @@ def parts(coordinator: int, agent: int | None, ms: list[int]) -> dict:
             "agent_rss_per_m": round((status_kb(agent, "VmRSS") or 0) / n, 1) if agent else None}
 
 
-PACE = ["--set", "timescale=10", "--set", "gomaxprocs=2", "--set", "schedtrace_ms=10", "--set", "time_limit_s=120"]
+PACE_TIMESCALE = 10.0
+PACE = ["--set", f"timescale={PACE_TIMESCALE}", "--set", "gomaxprocs=2", "--set", "schedtrace_ms=10", "--set", "time_limit_s=120"]
 
 
 def go_pace(check: bool, n: int = 1000, syscall_us: int = 2_000_000) -> dict:
@@ -456,7 +461,7 @@ def go_pace(check: bool, n: int = 1000, syscall_us: int = 2_000_000) -> dict:
             report = json.load(f)
     at = lambda ms: max((v for k, v in threads.items() if k <= ms), default=0)  # noqa: E731
     return {"outcome": report["outcome"], "goroutines": n, "invariant_checks": check, "threads_at_100ms": at(100),
-            "threads_at_0ms": at(0), "ms_per_wall_s": round((at(100) - at(0)) / (0.1 * 10)),
+            "threads_at_0ms": at(0), "ms_per_wall_s": round((at(100) - at(0)) / (0.1 * PACE_TIMESCALE)),
             "peak_threads": report["ms"]["peak"],
             "newm_to_mstart_p50_us": report["latency_us"]["newm_to_mstart"]["p50"]}  # fork + the child's start
 
