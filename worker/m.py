@@ -98,7 +98,6 @@ def fork_m(cfg: HostConfig, spec: dict) -> int:
     if pid == 0:
         code = 0
         try:
-            setproctitle(f"gmpsim M{spec['m']}")  # ps and top name each M for what it is
             child_after_fork()
             if spec["delay_us"]:
                 time.sleep(spec["delay_us"] / 1e6)  # slow-fork fault: between fork and mstart
@@ -249,6 +248,7 @@ class WorkerM:
         self.ctx = zmq.Context()
         self.sock = dealer(self.ctx, self.cfg.endpoint, m_identity(self.id, self.epoch), curve=self.cfg.curve)
         self.sock.setsockopt(zmq.RCVTIMEO, GUARD_CHECK_MS)
+        setproctitle(f"gmpsim M{self.id}")  # ps and top; while ZeroMQ's I/O thread connects
         self.guard_fd = os.pidfd_open(self.cfg.guardian_pid)
         self.guard_poll = select.poll()
         self.guard_poll.register(self.guard_fd, select.POLLIN)
