@@ -384,6 +384,7 @@ def scale(n: int) -> dict:
     base_avail = meminfo_kb("MemAvailable")
     best = {"live_ms": 0, "pss_kb_per_m": None, "used_kb_per_m": None, "at_s": None}
     stopped = None
+    sampled = 0
     try:
         with tempfile.TemporaryDirectory(prefix="gmpsim-bench-") as d:
             t0 = time.monotonic()
@@ -406,9 +407,10 @@ def scale(n: int) -> dict:
                     continue
                 agent = min(procs, default=None)  # the agent is the run's first child
                 ms = [q for q in procs if q != agent]
-                best = {"live_ms": len(ms), "used_kb_per_m": round((base_avail - avail) / max(1, len(ms))),
-                        "at_s": round(time.monotonic() - t0, 1), "pss_kb_per_m": None}
-                if len(ms) >= n or len(ms) % 8 == 0:  # PSS reads are slow: not at every sample
+                best.update({"live_ms": len(ms), "used_kb_per_m": round((base_avail - avail) / max(1, len(ms))),
+                             "at_s": round(time.monotonic() - t0, 1)})
+                if len(ms) >= min(n, 1.05 * sampled):  # PSS reads are slow: each 5% more Ms
+                    sampled = len(ms)
                     pss = [x for x in (pss_kb(q) for q in ms[:200]) if x is not None]
                     best["pss_kb_per_m"] = round(sum(pss) / len(pss)) if pss else None
                     best["parts"] = parts(p.pid, agent, ms)
