@@ -49,6 +49,9 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
             "died": st.get("ms_died", 0),
             "per_host": _per_host(rec),
             "reforked": st.get("reforked", 0),
+            # newosproc's clone failures (Go: fatal), by cause: fault / clone (real) / machine (guard)
+            "newosproc_failed": {"total": st.get("newosproc_failed", 0),
+                                 **{c: st.get(f"newosproc_failed.{c}", 0) for c in ("fault", "clone", "machine")}},
         },
         "startm": {"calls": st.get("startm", 0), "by_caller": by_caller, "newm": st.get("newm", 0),
                    "mget": st.get("mget", 0)},

@@ -223,7 +223,8 @@ class Agent:
         if t == "welcome":
             self.cfg = HostConfig(endpoint=self.endpoint, host=self.host, guardian_pid=self.guardian_pid,
                                   arena=self.arena, programs=msg["programs"],
-                                  timescale=msg["timescale"], curve=self.curve, **msg["config"])
+                                  timescale=msg["timescale"], curve=self.curve, agent_pid=os.getpid(),
+                                  **msg["config"])
             self.welcomed = self.ever_welcomed = True
             gc.freeze()
         elif t == "newosproc":  # newm1 from the template thread (or for sysmon's newm)
@@ -255,9 +256,10 @@ class Agent:
         """Fork the M (once per incarnation: a resent order gets the same answer again)."""
         key = (spec["m"], spec["epoch"])
         if key not in self.forked:
-            pid, tries = newosproc(self.cfg, spec, sleep=self.sleep_listening)
+            pid, tries, cause, limit = newosproc(self.cfg, spec, sleep=self.sleep_listening)
             if pid < 0:
-                self.forked[key] = ("forkfail", dict(child=spec["m"], cepoch=spec["epoch"], errno=-pid, tries=tries))
+                self.forked[key] = ("forkfail", dict(child=spec["m"], cepoch=spec["epoch"], errno=-pid, tries=tries,
+                                                     cause=cause, limit=limit))
             else:
                 self.watch_m(spec["m"], pid, spec["slot"])
                 self.forked[key] = ("forked", dict(child=spec["m"], cepoch=spec["epoch"], pid=pid))
@@ -376,8 +378,17 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, on_term)
-    agent = Agent(args.endpoint, args.host, run_id, args.slots, args.slot_size,
-                  args.guardian_pid, args.adopt, curve=curve, remote=remote, give_up_s=args.give_up)
+    try:
+        agent = Agent(args.endpoint, args.host, run_id, args.slots, args.slot_size,
+                      args.guardian_pid, args.adopt, curve=curve, remote=remote, give_up_s=args.give_up)
+    except (FileNotFoundError, ValueError) as e:
+        if not args.adopt:
+            raise
+        # Its predecessor's Ms cannot be watched nor their stacks read: the coordinator ends the run.
+        print(f"gmpsim agent: host {args.host}: cannot adopt the arena /dev/shm/{arena_name(run_id, args.host)} "
+              f"of the agent that died ({'it is gone' if isinstance(e, FileNotFoundError) else e}); exiting",
+              file=sys.stderr, flush=True)
+        return 3
     code = 0
     try:
         agent.run()
