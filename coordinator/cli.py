@@ -69,7 +69,9 @@ def parser() -> argparse.ArgumentParser:
                        help="where Ms that no M forks go (sysmon's, the template's); default least-loaded")
     agent = sub.add_parser("agent", help="join a coordinator as a host: fork and reap its Ms here")
     agent.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="the coordinator")
-    agent.add_argument("--name", required=True, help="this host's name (unique per host; 1 to 64 of A-Z a-z 0-9 _ . -)")
+    agent.add_argument("--name", default=os.environ.get("GMPSIM_AGENT_NAME") or None,
+                       help="this host's name (unique per host; 1 to 64 of A-Z a-z 0-9 _ . -; "
+                            "default: $GMPSIM_AGENT_NAME, e.g. a pod's name)")
     agent.add_argument("--wait", type=float, default=60.0, metavar="S",
                        help="give up (exit 2) when no coordinator answers within S seconds (default 60)")
     _security_options(agent)
@@ -403,6 +405,8 @@ def _warn_insecure(args) -> None:
 def cmd_agent(args) -> int:
     """`gmpsim agent`: the host agent is its own program (python -m worker.agent); this becomes it."""
     err = _check_security(args, args.connect)
+    if err is None and not args.name:
+        err = "agent: --name is required (or set GMPSIM_AGENT_NAME)"
     if err is None and not _HOST_NAME.fullmatch(args.name):
         err = f"--name {args.name[:40]!r}: expected 1 to 64 of the characters A-Z a-z 0-9 _ . -"
     if err is None and not (0 < args.wait <= 86400):

@@ -40,6 +40,7 @@ HELLO_AGAIN_S = 1.0  # until welcomed
 HEARTBEAT_S = 0.5  # across hosts
 HEARTBEAT_TIMEOUT_S = 3.0  # the coordinator fences a host silent this long; we rejoin afresh
 GIVE_UP_S = 60.0  # a remote agent with no coordinator this long exits: 2 if it never got one, else 3
+NAME_ENV = "GMPSIM_AGENT_NAME"
 NOT_OUR_CHILD = -256  # mexited.status when the exit status is not ours to read
 
 
@@ -335,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gmpsim agent")
     ap.add_argument("--endpoint", "--connect", dest="endpoint", required=True,
                     help="the coordinator: ipc://... (local) or tcp://HOST:PORT")
-    ap.add_argument("--host", "--name", dest="host", default="local", help="this host's name")
+    ap.add_argument("--host", "--name", dest="host", default=os.environ.get(NAME_ENV) or "local",
+                    help=f"this host's name (default: ${NAME_ENV}, e.g. a pod's name from the downward API, else local)")
     ap.add_argument("--run-id", default=None, help="names the arena (default: a fresh id)")
     ap.add_argument("--keys", default=None, help="CURVE keys directory (gmpsim keys DIR)")
     ap.add_argument("--insecure", action="store_true", help="plain TCP, no CURVE")
