@@ -112,14 +112,18 @@ class Podman:
         tag = f"localhost/gmpsim-base:{h.hexdigest()[:16]}"
         if self("image", "exists", tag, check=False).returncode == 0:
             return tag, False
-        run(["sh", os.path.join(REPO, "deploy", "debian-base.sh"), tag], 480, env=self.env)
+        run(["bash", os.path.join(REPO, "deploy", "debian-base.sh"), tag], 480, env=self.env)
         return tag, True
 
     def build(self, base: str) -> None:
-        """deploy/Dockerfile on `base`, never pulling; the image it replaces is removed."""
+        """deploy/Dockerfile on `base`, never pulling. The image it replaces is removed, not its
+        intermediate layers: they are the build cache (a prune would empty it)."""
+        old = self("image", "inspect", "--format", "{{.Id}}", IMAGE, timeout=30, check=False).stdout.strip()
         self("build", "--pull=never", "--build-arg", f"BASE={base}", "--label", LABEL,
              "-f", os.path.join(REPO, "deploy", "Dockerfile"), "-t", IMAGE, REPO, timeout=420)
-        self("image", "prune", "-f", "--filter", f"label={LABEL}", timeout=60, check=False)
+        new = self("image", "inspect", "--format", "{{.Id}}", IMAGE, timeout=30).stdout.strip()
+        if old and old != new:
+            self("rmi", old, timeout=60, check=False)
 
     # --- what a test leaves --------------------------------------------------------------------------
 

@@ -28,6 +28,21 @@ if _skip:
 PREFIX = f"gmpsimt{os.getpid()}"
 
 
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    """Overrides conftest's: what these tests make lives in containers (their own /dev/shm), and
+    over their minutes the host's /dev/shm sees other suites' gmpsim segments come and go. So the
+    check here is podman's (the `podman` fixture: nothing named with this run's prefix) and the
+    processes of pytest's group."""
+    from tests.conftest import _our_processes
+    before = _our_processes()
+    yield
+    deadline = time.monotonic() + 5.0
+    while (left := _our_processes() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"left behind: processes {sorted(left)}"
+
+
 @pytest.fixture(scope="module")
 def podman(tmp_path_factory):
     """Tools installed, the images built; at the end, nothing of ours left (checked, then removed)."""
@@ -62,6 +77,22 @@ def test_gmpsim_run_in_one_container(clean):
     assert "leaks            processes 0  shm 0" in p.stdout, p.stdout
 
 
+@pytest.mark.parametrize("guard", ["off", "on"])
+def test_a_container_task_limit_ends_with_gos_newosproc_fatal(clean, guard):
+    """Podman's task limit, as in issue 12 (there 2,048: scale-out crashed the agent, then hung):
+    with 240 tasks a scale-out ends at once with Go's newosproc fatal, from the real clone failure
+    (guard off) or from the machine-limit guard first (its line names the pids cgroup)."""
+    p = clean("run", "--rm", "--name", f"{PREFIX}-limit-{guard}", "--pids-limit", "240",
+              "-e", f"GMPSIM_MACHINE_GUARD={guard}", "-e", "GMPSIM_TASK_MARGIN=30", pm.IMAGE,
+              "run", "scale-out", "--no-progress", timeout=180, check=False)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and lines[-1] == "fatal error: newosproc", p.stdout + p.stderr
+    assert any(ln.startswith("runtime: failed to create new OS thread (have ") and ln.endswith("errno=11)")
+               for ln in lines), p.stderr
+    assert ("pids cgroup" in lines[-2]) == (guard == "on"), p.stderr
+    assert "leaks            processes 0  shm 0" in p.stdout, p.stdout
+
+
 def _compose_up(engine, scenario: str, env: dict) -> None:
     engine.compose("--profile", "setup", "run", "--rm", "keys", timeout=120, env=env)
     # `up` without -d never returns when a container cannot start (podman-compose): detached,
@@ -73,27 +104,15 @@ def _compose_env(scenario: str) -> dict:
     return {"GMPSIM_IMAGE": pm.IMAGE, "GMPSIM_SCENARIO": scenario, "GMPSIM_METRICS_PORT": str(20000 + os.getpid() % 20000)}
 
 
-def test_compose_coordinator_and_two_agents(clean):
-    env = _compose_env("syscall-storm")
-    _compose_up(clean, "syscall-storm", env)
-    try:
-        code = clean.wait(f"{PREFIX}_coordinator_1", timeout=180)
-        logs = clean("logs", f"{PREFIX}_coordinator_1", timeout=30).stdout
-        assert code == 0, logs
-        rep = clean.volume_file(f"{PREFIX}_runs", "syscall-storm/report.json")
-        assert rep["outcome"] == "ok" and rep["goroutines"]["lost"] == 0
-        hosts = rep["ms"]["per_host"]
-        assert len(hosts) == 2 and all(h["created"] > 0 for h in hosts.values()), hosts
-    finally:
-        clean.compose("down", "-v", "-t", "2", timeout=120, env=env, check=False)
-
-
 def _processes(engine, container: str) -> int:
     p = engine("top", container, "pid", timeout=30, check=False)
     return max(0, len(p.stdout.split()) - 1) if p.returncode == 0 else 0
 
 
-def test_compose_agent_killed_mid_run_loses_no_goroutine(clean):
+def test_compose_two_agents_one_killed_mid_run(clean):
+    """One deployment for both promises (a Compose deployment is the slow part): a coordinator and
+    two agents run `steady`, Ms on both hosts; agent 1's container is SIGKILLed mid-run; its host is
+    cut off, its goroutines requeued on the other, and the run still ends ok with none lost."""
     env = _compose_env("steady")
     _compose_up(clean, "steady", env)
     try:
@@ -107,9 +126,10 @@ def test_compose_agent_killed_mid_run_loses_no_goroutine(clean):
         logs = clean("logs", f"{PREFIX}_coordinator_1", timeout=30)
         rep = clean.volume_file(f"{PREFIX}_runs", "steady/report.json")
         assert rep["goroutines"]["lost"] == 0, logs.stdout + logs.stderr
-        assert rep["goroutines"]["completed"] == rep["goroutines"]["created"], rep["goroutines"]
         assert code == 0 and rep["outcome"] == "ok", (code, rep["outcome"], rep["reason"])
-        assert rep["ms"]["died"] > 0 or any(t.get("died") for t in rep["threads"]), "no M of the killed host died"
+        hosts = rep["ms"]["per_host"]
+        assert len(hosts) == 2 and all(h["created"] > 0 for h in hosts.values()), hosts
+        assert any(h["died"] > 0 for h in hosts.values()), f"no M of the killed host died: {hosts}"
     finally:
         clean.compose("down", "-v", "-t", "2", timeout=120, env=env, check=False)
 

@@ -77,7 +77,15 @@ def _meminfo() -> dict[str, int]:
 
 def cgroup_dirs(controller: str) -> list[str]:
     """This process's cgroup directories for `controller`: the v1 hierarchy naming it, and the
-    v2 (unified) one; both exist on a hybrid layout like this machine's."""
+    v2 (unified) one; both exist on a hybrid layout like this machine's. In a container without
+    its own cgroup namespace /proc/self/cgroup names the host's path, while the hierarchy mounted
+    at /sys/fs/cgroup/<controller> is the container's own cgroup: then that mount is the one."""
+    dirs = [d if os.path.isdir(d) else os.path.join(CGROUP_ROOT, controller)
+            for d in _cgroup_paths(controller)]
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
+def _cgroup_paths(controller: str) -> list[str]:
     dirs = []
     for line in (_read("/proc/self/cgroup") or "").splitlines():
         num, _, rest = line.partition(":")
