@@ -525,8 +525,12 @@ def test_deployed_command_lines_parse(yaml):
 def test_readme_gives_the_commands():
     text = (DEPLOY / "README.md").read_text()
     for cmd in ("docker build -f deploy/Dockerfile -t gmpsim .",
-                "docker compose -f deploy/docker-compose.yml run --rm keys",
-                "docker compose -f deploy/docker-compose.yml up --scale agent=3",
+                "`docker compose -f deploy/docker-compose.yml`",  # $C: the same commands for both
+                "`podman-compose -f deploy/docker-compose.yml`",
+                "$C --profile setup run --rm keys",
+                "$C up -d --scale agent=3",
+                "podman kube play --network gmpsim pods.yaml",
+                "python3 deploy/k8s_pods.py --secret deploy/keys",
                 "gmpsim keys deploy/keys",
                 "kubectl -n gmpsim create secret generic gmpsim-keys --from-file=deploy/keys/",
                 "kubectl -n gmpsim logs -f job/gmpsim-coordinator",

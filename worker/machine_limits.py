@@ -199,18 +199,18 @@ def check(fd_pids: tuple[int, ...] = ()) -> tuple[int, str] | None:
     if tasks is not None:
         for name, limit in _kernel_limits():
             if limit is not None and limit - tasks < need:
-                return EAGAIN, (f"gmpsim: the machine's limit: {tasks} tasks of kernel.{name} {limit}, "
-                                f"fewer than {need} left (an M's {TASKS_PER_M} + GMPSIM_TASK_MARGIN {task_margin})")
+                return EAGAIN, (f"gmpsim: the machine's limit: {tasks} tasks of kernel.{name} {limit}: "
+                                f"{limit - tasks} left, under {need} (an M's {TASKS_PER_M} + GMPSIM_TASK_MARGIN {task_margin})")
     pids = _cgroup_pids()
     if pids is not None and pids[1] - pids[0] < need:
-        return EAGAIN, (f"gmpsim: the machine's limit: {pids[0]} tasks of the pids cgroup's pids.max {pids[1]}, "
-                        f"fewer than {need} left (an M's {TASKS_PER_M} + GMPSIM_TASK_MARGIN {task_margin})")
+        return EAGAIN, (f"gmpsim: the machine's limit: {pids[0]} tasks of the pids cgroup's pids.max {pids[1]}: "
+                        f"{pids[1] - pids[0]} left, under {need} (an M's {TASKS_PER_M} + GMPSIM_TASK_MARGIN {task_margin})")
     fd_margin = _env_int("GMPSIM_FD_MARGIN", 64)
     for pid in dict.fromkeys(fd_pids):
         files = _open_files(pid)
         if files is not None and files[1] - files[0] < fd_margin:
             return ENOMEM, (f"gmpsim: the machine's limit: process {pid} has {files[0]} open files of its "
-                            f"limit {files[1]} (ulimit -n), fewer than GMPSIM_FD_MARGIN {fd_margin} left")
+                            f"{files[1]} (ulimit -n): {files[1] - files[0]} left, under GMPSIM_FD_MARGIN {fd_margin}")
     return None
 
 
