@@ -405,7 +405,7 @@ def _warn_insecure(args) -> None:
 def cmd_agent(args) -> int:
     """`gmpsim agent`: the host agent is its own program (python -m worker.agent); this becomes it."""
     err = _check_security(args, args.connect)
-    if err is None and not args.name:
+    if err is None and args.name is None:  # neither --name nor $GMPSIM_AGENT_NAME
         err = "agent: --name is required (or set GMPSIM_AGENT_NAME)"
     if err is None and not _HOST_NAME.fullmatch(args.name):
         err = f"--name {args.name[:40]!r}: expected 1 to 64 of the characters A-Z a-z 0-9 _ . -"

@@ -31,6 +31,7 @@ from .inject import Injector
 from .invariants import check as check_invariants
 from .latency import Latency
 from .procfs import alive
+from .report import FORKFAIL_CAUSES
 from .sysmon import next_timer, sysmon_delay
 
 log = logging.getLogger("gmpsim.coordinator")
@@ -523,8 +524,10 @@ class Coordinator:
     def forkfail(self, msg: dict) -> None:
         """newosproc failed (from an M or the agent): the core says what Go does (throw)."""
         self.delivery.done(("fork", msg["child"], msg["cepoch"]))
+        # A peer names the cause; only the report's three become counters (ms.newosproc_failed).
+        cause = msg["cause"] if msg["cause"] in FORKFAIL_CAUSES else "fault"
         self.event({"t": "forkfail", "m": msg["child"], "child": msg["child"], "cepoch": msg["cepoch"],
-                    "errno": msg["errno"], "cause": msg["cause"], "limit": msg["limit"]}, None)
+                    "errno": msg["errno"], "cause": cause, "limit": msg["limit"]}, None)
 
     def watch(self, mp, pid: int) -> None:
         mp.pid = pid
