@@ -19,7 +19,7 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APT_PACKAGES = ("podman", "runc", "mmdebstrap", "netavark", "aardvark-dns", "catatonit")
+APT_PACKAGES = ("podman", "runc", "mmdebstrap", "netavark", "aardvark-dns", "catatonit", "iptables")
 TOOLS = {"podman": "podman", "runc": "runc", "mmdebstrap": "mmdebstrap"}
 IMAGE = "localhost/gmpsim:containers-test"  # the gmpsim image, rebuilt each run (layers cached)
 LABEL = "gmpsim.test=containers"
@@ -54,7 +54,9 @@ def run(argv, timeout: float, env=None, check: bool = True, input: str | None = 
 def install_missing() -> list[str]:
     """apt-get install what is missing (a fresh CI machine has none of it). Returns what it installed."""
     missing = [t for t in TOOLS.values() if not shutil.which(t)]
-    missing += [p for p in ("aardvark-dns", "netavark", "catatonit")
+    # netavark's firewall driver runs iptables: without it every container with a network (a build's
+    # RUN step too) fails with "netavark: No such file or directory"
+    missing += [p for p in ("aardvark-dns", "netavark", "catatonit", "iptables")
                 if run(["dpkg", "-s", p], 30, check=False).returncode != 0]
     if not missing:
         return []
