@@ -33,6 +33,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"gmpsim: {message}\n")
 
 
+def _scale_n(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 100_000:
+        raise argparse.ArgumentTypeError(f"expected a number of goroutines from 1 to 100000, got {text!r}")
+    return n
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -59,13 +69,17 @@ def parser() -> argparse.ArgumentParser:
                        help="where Ms that no M forks go (sysmon's, the template's); default least-loaded")
     agent = sub.add_parser("agent", help="join a coordinator as a host: fork and reap its Ms here")
     agent.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="the coordinator")
-    agent.add_argument("--name", required=True, help="this host's name (unique per host; 1 to 64 of A-Z a-z 0-9 _ . -)")
+    agent.add_argument("--name", default=os.environ.get("GMPSIM_AGENT_NAME") or None,
+                       help="this host's name (unique per host; 1 to 64 of A-Z a-z 0-9 _ . -; "
+                            "default: $GMPSIM_AGENT_NAME, e.g. a pod's name)")
     agent.add_argument("--wait", type=float, default=60.0, metavar="S",
                        help="give up (exit 2) when no coordinator answers within S seconds (default 60)")
     _security_options(agent)
     bench = sub.add_parser("bench", help="measure this machine: M creation, wake, coordinator throughput, scale")
     bench.add_argument("--quick", action="store_true", help="small sizes (about 30 s)")
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    bench.add_argument("--scale", metavar="N", type=_scale_n, default=None,
+                       help="goroutines blocked at once in the scale run (default 2000; 100 with --quick)")
     keys = sub.add_parser("keys", help="write CURVE key pairs for the coordinator and the agents into DIR")
     keys.add_argument("dir", metavar="DIR")
     compare = sub.add_parser("compare", help="run a scenario on real Go and on gmpsim, side by side")
@@ -194,6 +208,8 @@ def cmd_run(args) -> int:
                       placement=args.placement)
         _warn_insecure(args)
     old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    from setproctitle import setproctitle
+    setproctitle("gmpsim coordinator")  # ps and top; the agent and each M name themselves too
     try:
         report, out = run_scenario(sc, out_dir, make_observers, restore_signals=False, **remote)
     except zmq_error() as e:  # the listen address cannot be bound (in use, not ours, no such host)
@@ -389,6 +405,8 @@ def _warn_insecure(args) -> None:
 def cmd_agent(args) -> int:
     """`gmpsim agent`: the host agent is its own program (python -m worker.agent); this becomes it."""
     err = _check_security(args, args.connect)
+    if err is None and args.name is None:  # neither --name nor $GMPSIM_AGENT_NAME
+        err = "agent: --name is required (or set GMPSIM_AGENT_NAME)"
     if err is None and not _HOST_NAME.fullmatch(args.name):
         err = f"--name {args.name[:40]!r}: expected 1 to 64 of the characters A-Z a-z 0-9 _ . -"
     if err is None and not (0 < args.wait <= 86400):
@@ -459,7 +477,7 @@ def _main(argv: list[str] | None = None) -> int:
         return cmd_keys(args)
     if args.cmd == "bench":
         from .bench import main as bench_main
-        return bench_main(args.quick, args.json)
+        return bench_main(args.quick, args.json, args.scale)
     if args.cmd == "plot":
         return cmd_plot(args)
     if args.cmd == "compare":

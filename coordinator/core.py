@@ -343,7 +343,7 @@ def _on_hostjoin(sched: Sched, ev: dict) -> None:
 
 
 def _on_forkfail(sched: Sched, ev: dict, mp: M) -> None:
-    newosproc_failed(sched, mp, ev["errno"])
+    newosproc_failed(sched, mp, ev["errno"], ev.get("cause", "fault"), ev.get("limit", ""))
 
 
 def _on_refork(sched: Sched, ev: dict, mp: M) -> None:

@@ -31,6 +31,8 @@ from .faults import FaultPlan
 from .inject import Injector
 from .invariants import Checker
 from .latency import Latency
+from .procfs import alive
+from .report import FORKFAIL_CAUSES
 from .sysmon import sysmon_usleep
 
 log = logging.getLogger("gmpsim.coordinator")
@@ -47,7 +49,6 @@ M_TYPES = frozenset({"hello", "woken", "entersyscall", "exitsyscall", "entersysc
 AGENT_TYPES = frozenset({"agent_hello", "mexited", "forked", "forkfail", "ack", "heartbeat", "bye"})
 HEARTBEAT_S = 0.5  # to remote agents
 HEARTBEAT_TIMEOUT_S = 3.0  # a remote host silent this long is cut off: its Ms are fenced
-MAX_QUICK_RESTARTS = 3  # a local agent that dies this many times in a row before its hello: give up
 SOCKET_CHECK_S = 1.0  # how often a local run checks that its ipc socket file is still there
 
 
@@ -262,15 +263,19 @@ class Coordinator:
         self.agent_ident[host] = ident
         self.agent_seen[host] = time.monotonic()
         self.agent_up[host] = True
-        if self.control is not None:
-            try:
-                fd = os.pidfd_open(msg["pid"])
-                self.agent_fds[fd] = host
-                self.poller.register(fd, zmq.POLLIN)
-            except ProcessLookupError:
-                pass
+        if self.control is not None and host not in self.agent_fds.values():  # not watched since its restart
+            self.watch_agent(host, msg["pid"])
         log.info("host agent %s (pid %d) joined: arena %s, %d slots of %d bytes",
                  host, msg["pid"], msg["arena"], msg["slots"], msg["slot_size"])
+
+    def watch_agent(self, host: str, pid: int) -> None:
+        """A pidfd on a local host agent: its death comes to agent_died."""
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        self.agent_fds[fd] = host
+        self.poller.register(fd, zmq.POLLIN)
 
     def start(self) -> None:
         sc = self.sc
@@ -522,8 +527,10 @@ class Coordinator:
     def forkfail(self, msg: dict) -> None:
         """newosproc failed (from an M or the agent): the core says what Go does (throw)."""
         self.delivery.done(("fork", msg["child"], msg["cepoch"]))
+        # A peer names the cause; only the report's three become counters (ms.newosproc_failed).
+        cause = msg["cause"] if msg["cause"] in FORKFAIL_CAUSES else "fault"
         self.event({"t": "forkfail", "m": msg["child"], "child": msg["child"], "cepoch": msg["cepoch"],
-                    "errno": msg["errno"]}, None)
+                    "errno": msg["errno"], "cause": cause, "limit": msg["limit"]}, None)
 
     def watch(self, mp, pid: int) -> None:
         mp.pid = pid
@@ -557,27 +564,33 @@ class Coordinator:
         self.poller.unregister(fd)
         os.close(fd)
         del self.agent_fds[fd]
+        was_up = self.agent_up.get(host, False)
         self.agent_up[host] = False
         rec = getattr(self, "kill_rec", None)
         if rec is not None:
             rec["detected_ms"] = self.go_ms()
         if not self.restart_agents or self.control is None:
+            self.end_orphaned_ms(host)
             msg = f"host agent {host} died"
             self.out = Outcome("fatal", msg, [f"gmpsim: host agent {host} (the template thread) died",
                                               f"fatal error: {msg}"], reason="fatal error")
             self.done = True
             return
-        restarts = [r for r in self.rec.agent_restarts if r["host"] == host]
-        if len(restarts) >= MAX_QUICK_RESTARTS and all(not r["hello"] for r in restarts[-MAX_QUICK_RESTARTS:]):
-            msg = f"host agent {host} keeps dying before its hello ({len(restarts)} restarts)"
-            log.error("%s (is /dev/shm full?)", msg)
-            self.out = Outcome("aborted", reason=msg)
+        if not was_up:  # its restarted incarnation died before it rejoined (e.g. its arena was gone)
+            restarts = sum(r["host"] == host for r in self.rec.agent_restarts)
+            log.error("host agent %s died before its hello after %d restart(s) (its arena gone? /dev/shm full?)",
+                      host, restarts)
+            self.end_orphaned_ms(host)
+            msg = f"host agent {host} died"
+            self.out = Outcome("fatal", msg, [f"gmpsim: host agent {host} (the template thread) died again "
+                                              "before it rejoined", f"fatal error: {msg}"], reason="fatal error")
             self.done = True
             return
         pid = self.control.restart(host)
         self.rec.agent_restarts.append({"host": host, "time_ms": self.go_ms(), "pid": pid, "hello": False,
                                         "why": "killed by a fault" if rec is not None else "died"})
         log.warning("host agent %s died; restarted it (pid %d)", host, pid)
+        self.watch_agent(host, pid)  # from now: one that dies before its hello must not go unseen
         if rec is not None:
             rec["recovery"] = f"agent restarted (pid {pid}), arena adopted"
         # Fork orders the dead agent may or may not have carried out: a new incarnation of each.
@@ -586,6 +599,20 @@ class Coordinator:
             mp = self.sched.allm.get(key[1])
             if mp is not None and not mp.started and mp.epoch == key[2]:
                 self.event({"t": "refork", "m": key[1], "cepoch": key[2]}, None)
+
+    def end_orphaned_ms(self, host: str) -> None:
+        """A local host agent gone for good: no one else will end its Ms (same machine: we can).
+        SIGKILL each, and give them a moment to be gone before the run counts what is left."""
+        pids = [pid for mid, pid in self.rec.pids.items()
+                if pid and self.sched is not None and getattr(self.sched.allm.get(mid), "host", None) == host]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2.0
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def agent_rejoined(self, msg: dict) -> None:
         """A restarted agent: welcome it, and have it watch every live M of its host. An agent of a

@@ -159,12 +159,18 @@ def newosproc(sched: Sched, mp: M, forker: M | None, template: bool) -> None:
 EAGAIN = 11
 
 
-def newosproc_failed(sched: Sched, mp: M, errno: int) -> None:
+def newosproc_failed(sched: Sched, mp: M, errno: int, cause: str = "fault", limit: str = "") -> None:
     """Go 1.16's newosproc when clone fails: print, then throw("newosproc"). (Go 1.20+ first retries
-    EAGAIN 20 times, sleeping try+1 ms: the forker does that when the fault asks for it.)"""
+    EAGAIN 20 times, sleeping try+1 ms: the forker does that when the fault asks for it.) cause:
+    "fault" (injected), "clone" (the real fork failed), "machine" (gmpsim's machine-limit guard, which
+    Go has not: `limit` is its one extra line, naming the limit). Counted in the report's ms.newosproc_failed."""
+    sched.stats["newosproc_failed"] += 1
+    sched.stats[f"newosproc_failed.{cause}"] += 1
     prints = [f"runtime: failed to create new OS thread (have {sched.mcount()} already; errno={errno})"]
     if errno == EAGAIN:
         prints.append("runtime: may need to increase max user processes (ulimit -u)")
+    if limit:
+        prints.append(limit)
     raise Throw("newosproc", prints=tuple(prints))
 
 

@@ -61,3 +61,76 @@ def pss_kb(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+# --- the machine's limits on the number of Ms (FACTS.md: three tasks per M) ------------------------
+
+PID_MAX = "/proc/sys/kernel/pid_max"
+THREADS_MAX = "/proc/sys/kernel/threads-max"
+TASKS_PER_M = 3  # a Python M with a ZeroMQ context: main, ZeroMQ I/O, reaper
+
+
+def read_int(path: str) -> int:
+    with open(path) as f:
+        return int(f.read().split()[0])
+
+
+def tasks_in_use() -> int:
+    """Every task (thread) on the machine now: /proc/loadavg's 4th field is running/total."""
+    with open("/proc/loadavg") as f:
+        return int(f.read().split()[3].split("/")[1])
+
+
+def meminfo_kb(field: str) -> int:
+    """A /proc/meminfo figure in kB (MemAvailable, MemTotal, ...)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def open_files_limit() -> int:
+    """Raise this process's soft open-files limit to its hard limit (children inherit it); the
+    coordinator holds a connection per M and the agent a pidfd per M. Returns the new soft limit."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def status_kb(pid: int, field: str) -> int | None:
+    """A /proc/PID/status figure in kB (VmRSS, VmPTE, ...), or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def private_dirty_by_kind(pid: int) -> dict[str, int] | None:
+    """Where a process's own (private dirty) memory is, in kB: the C heap, anonymous mappings
+    (Python's object arenas, thread stacks), libpython's data, everything else."""
+    out = {"heap": 0, "anon": 0, "libpython": 0, "stack": 0, "other": 0}
+    kind = "other"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split(maxsplit=6)
+                if "-" in head[0] and not head[0].endswith(":"):
+                    name = head[5].strip() if len(head) > 5 else ""
+                    kind = ("heap" if name == "[heap]" else "anon" if not name else "stack" if name == "[stack]"
+                            else "libpython" if "libpython" in name else "other")
+                elif head[0] == "Private_Dirty:":
+                    out[kind] += int(head[1])
+    except OSError:
+        return None
+    return out

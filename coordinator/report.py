@@ -6,6 +6,8 @@ import json
 from .latency import Latency
 from .mdead import lost_goroutines
 
+FORKFAIL_CAUSES = ("fault", "clone", "machine")  # newosproc failed: injected, the real fork, the guard
+
 SCHEMA = "gmpsim.report/1"
 
 
@@ -49,6 +51,9 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
             "died": st.get("ms_died", 0),
             "per_host": _per_host(rec),
             "reforked": st.get("reforked", 0),
+            # newosproc's clone failures (Go: fatal), by cause: fault / clone (real) / machine (guard)
+            "newosproc_failed": {"total": st.get("newosproc_failed", 0),
+                                 **{c: st.get(f"newosproc_failed.{c}", 0) for c in FORKFAIL_CAUSES}},
         },
         "startm": {"calls": st.get("startm", 0), "by_caller": by_caller, "newm": st.get("newm", 0),
                    "mget": st.get("mget", 0)},

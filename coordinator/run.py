@@ -22,7 +22,7 @@ import zmq
 from protocol.owner import arena_name, clean, new_run_id
 from protocol.transport import make_rundir, rundir_endpoint
 
-from .procfs import alive
+from .procfs import alive, open_files_limit
 
 
 log = logging.getLogger("gmpsim.run")
@@ -174,6 +174,7 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     elsewhere (`gmpsim agent`), CURVE-authenticated with the key pairs in `keys` unless keys is None
     (--insecure)."""
     os.makedirs(out_dir, exist_ok=True)
+    open_files_limit()  # a connection per M here, a pidfd per M in the agent (inherited)
     root = _setup_logging(os.path.join(out_dir, "gmpsim.log"))
     run_id = new_run_id()  # names this process as the owner of the run's segments
     for path in clean()["removed"]:  # what runs killed outright (SIGKILL) left: their owners are dead

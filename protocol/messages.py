@@ -271,7 +271,9 @@ MESSAGES: dict[str, dict[str, Kind]] = {
     "runtime": {"m": INT, "g": INT, "pos": POS, "op": STR, "arg": STR},  # an op of ops.RUNTIME_OPS
     "goexit": {"m": INT, "g": INT, "pos": POS},  # pos.pc == len(code): the goroutine returned
     "forked": {"m": INT, "child": INT, "cepoch": NAT, "pid": INT},  # m: the forker, -1 for the agent
-    "forkfail": {"m": INT, "child": INT, "cepoch": NAT, "errno": INT, "tries": NAT},
+    # cause: "fault" (injected), "clone" (the real fork failed), "machine" (the machine-limit guard,
+    # worker/machine_limits.py; limit: its line naming the limit, "" otherwise)
+    "forkfail": {"m": INT, "child": INT, "cepoch": NAT, "errno": INT, "tries": NAT, "cause": STR, "limit": STR},
     "heartbeat": {"m": INT},
     # coordinator -> M
     # replies name the request they answer (re = its seq): a late duplicate is never taken for the

@@ -86,9 +86,25 @@ def _dockerfile_stages() -> list[list[tuple[str, str]]]:
         word = word.upper()
         if word == "FROM":
             stages.append([])
+            for name, default in _global_args(logical).items():  # FROM ${BASE}: its default
+                rest = rest.replace("${%s}" % name, default)
+        if not stages and word == "ARG":
+            continue
         assert stages, f"instruction before FROM: {line}"
         stages[-1].append((word, rest.strip()))
     return stages
+
+
+def _global_args(logical: list[str]) -> dict[str, str]:
+    """The ARGs before the first FROM (the only ones a FROM line may use), with their defaults."""
+    out = {}
+    for line in logical:
+        word, _, rest = line.partition(" ")
+        if word.upper() == "FROM":
+            break
+        name, _, default = rest.strip().partition("=")
+        out[name] = default
+    return out
 
 
 def _args(stage, word) -> list[str]:
@@ -416,8 +432,8 @@ def test_k8s_structure(yaml):
     aargv = _argv(agent)
     assert aargv[:2] == ["gmpsim", "agent"] and "--insecure" not in aargv
     assert _flag(aargv, "--connect") == f"tcp://{svc['metadata']['name']}:{COORDINATOR_PORT}"
-    assert _flag(aargv, "--name") == "$(POD_NAME)"
-    (pod_name,) = [e for e in agent["env"] if e["name"] == "POD_NAME"]
+    assert "--name" not in aargv and not any("$(" in a for a in aargv), "podman kube play expands no $(VAR)"
+    (pod_name,) = [e for e in agent["env"] if e["name"] == "GMPSIM_AGENT_NAME"]
     assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
     # /dev/shm: memory-backed, large enough for the g0 stack arena, within the memory limit
@@ -476,7 +492,7 @@ def _deployed_command_lines(yaml) -> list[tuple[str, list[str]]]:
     for path, d in _k8s_docs(yaml):
         if d["kind"] in ("Job", "StatefulSet"):
             for c in _pod_spec(d)["containers"]:
-                argv = [a.replace("$(POD_NAME)", "gmpsim-agent-0") for a in _argv(c)]
+                argv = _argv(c)
                 assert argv[0] == "gmpsim"
                 lines.append((f"{path.name} {c['name']}", argv[1:]))
     return lines
@@ -509,8 +525,12 @@ def test_deployed_command_lines_parse(yaml):
 def test_readme_gives_the_commands():
     text = (DEPLOY / "README.md").read_text()
     for cmd in ("docker build -f deploy/Dockerfile -t gmpsim .",
-                "docker compose -f deploy/docker-compose.yml run --rm keys",
-                "docker compose -f deploy/docker-compose.yml up --scale agent=3",
+                "`docker compose -f deploy/docker-compose.yml`",  # $C: the same commands for both
+                "`podman-compose -f deploy/docker-compose.yml`",
+                "$C --profile setup run --rm keys",
+                "$C up -d --scale agent=3",
+                "podman kube play --network gmpsim pods.yaml",
+                "python3 deploy/k8s_pods.py --secret deploy/keys",
                 "gmpsim keys deploy/keys",
                 "kubectl -n gmpsim create secret generic gmpsim-keys --from-file=deploy/keys/",
                 "kubectl -n gmpsim logs -f job/gmpsim-coordinator",

@@ -38,7 +38,7 @@ SAMPLES = {
     "gosched": dict(m=1, g=7, pos=POS),
     "goexit": dict(m=1, g=7, pos=dict(pc=3, loops=[], left=0)),
     "forked": dict(m=-1, child=3, cepoch=1, pid=999),
-    "forkfail": dict(m=0, child=3, cepoch=1, errno=11, tries=1),
+    "forkfail": dict(m=0, child=3, cepoch=1, errno=11, tries=1, cause="fault", limit=""),
     "heartbeat": dict(m=1),
     "execute": dict(re=4, g=7, prog="main", pos=POS, forks=[FORK, TEMPLATE_FORK]),
     "cont": dict(re=4, forks=[]),

@@ -21,6 +21,7 @@ import sys
 import time
 
 import zmq
+from setproctitle import setproctitle
 
 from protocol.codec import ProtocolError, decode, encode
 from protocol.owner import clean, new_run_id
@@ -39,7 +40,18 @@ HELLO_AGAIN_S = 1.0  # until welcomed
 HEARTBEAT_S = 0.5  # across hosts
 HEARTBEAT_TIMEOUT_S = 3.0  # the coordinator fences a host silent this long; we rejoin afresh
 GIVE_UP_S = 60.0  # a remote agent with no coordinator this long exits: 2 if it never got one, else 3
+NAME_ENV = "GMPSIM_AGENT_NAME"
 NOT_OUR_CHILD = -256  # mexited.status when the exit status is not ours to read
+
+
+M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+
+
+def _one_malloc_arena() -> None:
+    """Every thread of this process and of the Ms it forks allocates from the main malloc arena:
+    glibc otherwise gives each ZeroMQ thread (I/O, reaper) of every M its own arena, whose touched
+    pages are that M's alone (MALLOC_ARENA_MAX=1, set at run time, inherited through fork)."""
+    ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
 
 
 def _die_with_parent() -> None:
@@ -212,7 +224,8 @@ class Agent:
         if t == "welcome":
             self.cfg = HostConfig(endpoint=self.endpoint, host=self.host, guardian_pid=self.guardian_pid,
                                   arena=self.arena, programs=msg["programs"],
-                                  timescale=msg["timescale"], curve=self.curve, **msg["config"])
+                                  timescale=msg["timescale"], curve=self.curve, agent_pid=os.getpid(),
+                                  **msg["config"])
             self.welcomed = self.ever_welcomed = True
             gc.freeze()
         elif t == "newosproc":  # newm1 from the template thread (or for sysmon's newm)
@@ -244,9 +257,10 @@ class Agent:
         """Fork the M (once per incarnation: a resent order gets the same answer again)."""
         key = (spec["m"], spec["epoch"])
         if key not in self.forked:
-            pid, tries = newosproc(self.cfg, spec, sleep=self.sleep_listening)
+            pid, tries, cause, limit = newosproc(self.cfg, spec, sleep=self.sleep_listening)
             if pid < 0:
-                self.forked[key] = ("forkfail", dict(child=spec["m"], cepoch=spec["epoch"], errno=-pid, tries=tries))
+                self.forked[key] = ("forkfail", dict(child=spec["m"], cepoch=spec["epoch"], errno=-pid, tries=tries,
+                                                     cause=cause, limit=limit))
             else:
                 self.watch_m(spec["m"], pid, spec["slot"])
                 self.forked[key] = ("forked", dict(child=spec["m"], cepoch=spec["epoch"], pid=pid))
@@ -322,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gmpsim agent")
     ap.add_argument("--endpoint", "--connect", dest="endpoint", required=True,
                     help="the coordinator: ipc://... (local) or tcp://HOST:PORT")
-    ap.add_argument("--host", "--name", dest="host", default="local", help="this host's name")
+    ap.add_argument("--host", "--name", dest="host", default=os.environ.get(NAME_ENV) or "local",
+                    help=f"this host's name (default: ${NAME_ENV}, e.g. a pod's name from the downward API, else local)")
     ap.add_argument("--run-id", default=None, help="names the arena (default: a fresh id)")
     ap.add_argument("--keys", default=None, help="CURVE keys directory (gmpsim keys DIR)")
     ap.add_argument("--insecure", action="store_true", help="plain TCP, no CURVE")
@@ -352,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in clean()["removed"]:
             log.warning("agent %s: removed %s, left by a dead process", args.host, path)
     run_id = args.run_id or new_run_id()  # a remote agent owns its arena
+    setproctitle(f"gmpsim agent {args.host}")  # what ps and top show (every M is `gmpsim M<id>`)
+    _one_malloc_arena()
     set_child_subreaper()
     if not remote:
         _die_with_parent()
@@ -363,8 +380,17 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, on_term)
-    agent = Agent(args.endpoint, args.host, run_id, args.slots, args.slot_size,
-                  args.guardian_pid, args.adopt, curve=curve, remote=remote, give_up_s=args.give_up)
+    try:
+        agent = Agent(args.endpoint, args.host, run_id, args.slots, args.slot_size,
+                      args.guardian_pid, args.adopt, curve=curve, remote=remote, give_up_s=args.give_up)
+    except (FileNotFoundError, ValueError) as e:
+        if not args.adopt:
+            raise
+        # Its predecessor's Ms cannot be watched nor their stacks read: the coordinator ends the run.
+        print(f"gmpsim agent: host {args.host}: cannot adopt the arena /dev/shm/{arena_name(run_id, args.host)} "
+              f"of the agent that died ({'it is gone' if isinstance(e, FileNotFoundError) else e}); exiting",
+              file=sys.stderr, flush=True)
+        return 3
     code = 0
     try:
         agent.run()

@@ -22,11 +22,13 @@ import time
 from dataclasses import dataclass
 
 import zmq
+from setproctitle import setproctitle
 
 from protocol.codec import ProtocolError, decode, encode
 from protocol.throw import Throw
 from protocol.transport import dealer, m_identity
 
+from . import machine_limits
 from .g0 import Arena, G0Stack
 from .run_ops import TAINT_ENV, OpRunner
 
@@ -51,6 +53,7 @@ class HostConfig:
     timescale: float  # wall µs per Go µs
     slice_us: float = 2000.0  # wall µs between preemption checks while computing
     curve: object = None  # CURVE client keys across hosts (protocol.transport.Curve)
+    agent_pid: int = 0  # the host agent (its pidfds, one per M, count against its open files)
 
 
 def child_after_fork() -> None:
@@ -76,24 +79,39 @@ def _reset_log_queue_once(record) -> bool:
     return True
 
 
-def newosproc(cfg: HostConfig, spec: dict, sleep=time.sleep) -> tuple[int, int]:
-    """Go's newosproc (with newer Go's retryOnEAGAIN when spec["retry"]): returns (pid, tries), or
-    (-EAGAIN, tries) when the fork failed. A fork-fail fault makes the first spec["fail"] tries fail
-    with EAGAIN, as a loaded host's clone does (golang/go#49438); Go 1.16 gives up at once."""
+def newosproc(cfg: HostConfig, spec: dict, sleep=time.sleep) -> tuple[int, int, str, str]:
+    """Go's newosproc (with newer Go's retryOnEAGAIN when spec["retry"]): returns (pid, tries, "", ""),
+    or (-errno, tries, cause, limit) when the fork failed. cause: "fault" (a fork-fail fault makes the
+    first spec["fail"] tries fail with EAGAIN, as a loaded host's clone does, golang/go#49438),
+    "clone" (the real fork failed: EAGAIN at a task limit, ENOMEM), or "machine" (the machine-limit
+    guard refused it; `limit` is its line naming the limit). Go 1.16 gives up at once."""
     tries = 0
-    while tries < spec["fail"]:
+    while True:
+        if tries < spec["fail"]:
+            err, cause, limit = EAGAIN, "fault", ""
+        else:
+            refused = machine_limits.check(tuple(p for p in (cfg.guardian_pid, cfg.agent_pid) if p))
+            if refused is not None:
+                return -refused[0], tries + 1, "machine", refused[1]
+            pid = fork_m(cfg, spec)
+            if pid > 0:
+                return pid, tries, "", ""
+            err, cause, limit = -pid, "clone", ""
         tries += 1
-        if not spec["retry"] or tries >= RETRY_ON_EAGAIN_TRIES:
-            return -EAGAIN, tries
+        if err != EAGAIN or not spec["retry"] or tries >= RETRY_ON_EAGAIN_TRIES:
+            return -err, tries, cause, limit
         sleep(tries * 1000 * cfg.timescale / 1e6)  # usleep_no_g((tries+1) * 1000), Go time
-    return fork_m(cfg, spec), tries
 
 
 def fork_m(cfg: HostConfig, spec: dict) -> int:
     """clone: fork this process into the new M described by `spec`. The child never touches this
-    process's ZeroMQ context: it makes its own in mstart. Returns the child's pid."""
+    process's ZeroMQ context: it makes its own in mstart. Returns the child's pid, or -errno when
+    the fork failed (EAGAIN at pid_max, threads-max, a pids cgroup or RLIMIT_NPROC; ENOMEM)."""
     gc.freeze()  # the child's collections must not dirty the inherited heap (FACTS.md)
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        return -(e.errno or EAGAIN)
     if pid == 0:
         code = 0
         try:
@@ -247,6 +265,7 @@ class WorkerM:
         self.ctx = zmq.Context()
         self.sock = dealer(self.ctx, self.cfg.endpoint, m_identity(self.id, self.epoch), curve=self.cfg.curve)
         self.sock.setsockopt(zmq.RCVTIMEO, GUARD_CHECK_MS)
+        setproctitle(f"gmpsim M{self.id}")  # ps and top; while ZeroMQ's I/O thread connects
         self.guard_fd = os.pidfd_open(self.cfg.guardian_pid)
         self.guard_poll = select.poll()
         self.guard_poll.register(self.guard_fd, select.POLLIN)
@@ -277,9 +296,10 @@ class WorkerM:
         """newm1 → newosproc for each M the core asked this M to create: a fork of this process."""
         for spec in forks:
             with self.g0.systemstack("runtime.newosproc"):
-                pid, tries = newosproc(self.cfg, spec)
+                pid, tries, cause, limit = newosproc(self.cfg, spec)
             if pid < 0:
-                self.send("forkfail", child=spec["m"], cepoch=spec["epoch"], errno=-pid, tries=tries)
+                self.send("forkfail", child=spec["m"], cepoch=spec["epoch"], errno=-pid, tries=tries,
+                          cause=cause, limit=limit)
             else:
                 self.send("forked", child=spec["m"], cepoch=spec["epoch"], pid=pid)
 
