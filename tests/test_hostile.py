@@ -402,30 +402,39 @@ def test_squatted_m_identities_do_not_stall_silently(tmp_path):
     port = _free_port()
     out = tmp_path / "run"
     ctx = zmq.Context()
-    squatters = []
-    for mid in range(2, 6):
+    squatters, monitors = [], []
+    for mid in range(2, 8):
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.ROUTING_ID, b"m%d.1" % mid)
+        s.setsockopt(zmq.RECONNECT_IVL, 10)
+        monitors.append(s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED))
         s.connect(f"tcp://127.0.0.1:{port}")
         squatters.append(s)
     coord = subprocess.Popen([*GMPSIM, "coordinator", "steady", "--listen", f"tcp://127.0.0.1:{port}", "--insecure",
                               "--out", str(out), "--no-progress", "--set", "timescale=50"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    agent = subprocess.Popen([*GMPSIM, "agent", "--connect", f"tcp://127.0.0.1:{port}", "--name", "a", "--insecure"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    agent = None
     try:
-        for s in squatters:  # connected (and so holding the identity) before any M exists
+        for mon in monitors:  # connected (and so holding the identity) before any M exists
+            assert mon.poll(30_000), "a squatter never connected"
+            mon.recv_multipart()
+        for s in squatters:
             s.send(b"")
+        agent = subprocess.Popen([*GMPSIM, "agent", "--connect", f"tcp://127.0.0.1:{port}", "--name", "a",
+                                  "--insecure"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         stdout, stderr = coord.communicate(timeout=120)
         agent.wait(30)
     finally:
         for p in (coord, agent):
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
         for s in squatters:
+            s.disable_monitor()
             s.close(0)
+        for mon in monitors:
+            mon.close(0)
         ctx.term()
     rep = json.load(open(out / "report.json"))
     assert coord.returncode == 0, stderr[-3000:]
