@@ -24,7 +24,7 @@ test: $(STAMP)
 
 # Mutation testing of the pure core (tests/MUTATION.md); not part of `make test`. mutmut 3 copies the
 # tree into ./mutants and keeps its results there (a second run redoes only what changed).
-# FILES="coordinator/runq.py coordinator/note.py" narrows it to some of the core's files.
+# FILES="coordinator/runtime/runq.py coordinator/runtime/note.py" narrows it to some of the core's files.
 MUTANTS = $(foreach f,$(FILES),$(subst /,.,$(basename $(f))).*)
 mutate: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,mutate]'

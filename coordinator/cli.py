@@ -14,8 +14,8 @@ import signal
 import sys
 import time
 
-from .faults import FaultError, parse_fault
-from .scenario import DEFAULT_SCENARIO, ScenarioError, describe_builtins, load, safe_name
+from coordinator.faults.plan import FaultError, parse_fault
+from coordinator.scenario import DEFAULT_SCENARIO, ScenarioError, describe_builtins, load, safe_name
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 
@@ -146,8 +146,8 @@ def check_port(port: int, addr: str) -> None:
 
 
 def cmd_run(args) -> int:
-    from .report import summary
-    from .run import run_scenario
+    from coordinator.observe.report import summary
+    from coordinator.shell.run import run_scenario
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -188,10 +188,10 @@ def cmd_run(args) -> int:
     def make_observers() -> list:
         """Built after the host agent is forked: rich and prometheus_client stay out of every M."""
         if args.metrics_port is not None:
-            from .metrics import MetricsExporter
+            from coordinator.observe.metrics import MetricsExporter
             observers.append(MetricsExporter(args.metrics_port, args.metrics_addr, announce=sys.stderr))
         if not args.no_progress and sys.stderr.isatty():
-            from .progress import LiveProgress
+            from coordinator.observe.progress import LiveProgress
             if LiveProgress.wanted(sys.stderr):
                 observers.append(LiveProgress(label=sc.name))
         return observers
@@ -296,7 +296,8 @@ def write_results(report: dict, out_dir: str) -> str | None:
     """report.json into out_dir; if that fails (the directory went read-only mid-run), into a
     fresh directory under the temporary directory, saying where. Returns where it went."""
     import tempfile
-    from .report import write_report
+
+    from coordinator.observe.report import write_report
     try:
         write_report(report, os.path.join(out_dir, "report.json"))
         return out_dir
@@ -435,7 +436,7 @@ def cmd_keys(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plot import PlotError, plot_run
+    from coordinator.observe.plot import PlotError, plot_run
     try:
         path = plot_run(args.run_dir, args.out)
     except PlotError as e:
@@ -476,12 +477,12 @@ def _main(argv: list[str] | None = None) -> int:
     if args.cmd == "keys":
         return cmd_keys(args)
     if args.cmd == "bench":
-        from .bench import main as bench_main
+        from coordinator.bench.bench import main as bench_main
         return bench_main(args.quick, args.json, args.scale)
     if args.cmd == "plot":
         return cmd_plot(args)
     if args.cmd == "compare":
-        from .compare.compare import main as compare_main
+        from coordinator.compare.compare import main as compare_main
         return compare_main(args.scenario, args.runs, args.tolerance, args.overrides, args.json, args.out,
                             args.markdown)
     return cmd_scenarios(args)

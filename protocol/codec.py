@@ -8,7 +8,7 @@ applies the same rules, so a bug in our own sender fails loudly where it is made
 
 import msgpack
 
-from protocol.messages import NAT, VERSION, FieldError, MESSAGES, describe, record, show
+from protocol.messages import MESSAGES, NAT, VERSION, FieldError, describe, record, show
 
 MAX_FRAME_BYTES = 1 << 20  # 1 MiB: far above any real message; bounds what a peer can make us parse
 

@@ -69,7 +69,7 @@ USAGE: dict[str, str] = {
 }
 
 #: The runtime's own ops (op name -> number of arguments). Only the runtime's programs use them
-#: (coordinator/runtime_main.py; their names hold a dot, which no scenario program name can): a
+#: (coordinator/runtime/runtime_main.py; their names hold a dot, which no scenario program name can): a
 #: scenario that writes one gets "unknown op". An M sends each as a "runtime" message (op, arg).
 RUNTIME_OPS: dict[str, int] = {
     "lockOSThread": 0,  # proc.go lockOSThread: m.lockedInt++ (runtime.main during init)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from coordinator.procfs import processes
+from coordinator.shell.procfs import processes
 from protocol.owner import owner_alive, owner_of
 
 # Every frame a coordinator of the tests sends is checked against the catalogue too (outside the

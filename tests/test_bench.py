@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from coordinator.procfs import PID_MAX, processes, read_int
+from coordinator.shell.procfs import PID_MAX, processes, read_int
 from tests.gmpsim_cli import gmpsim
 
 pytestmark = pytest.mark.processes

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator import effects as fx
-from coordinator.core import step
-from coordinator.proc import mPark, pidleput
-from coordinator.runq import globrunqget, globrunqput, runqput
-from coordinator.note import notewakeup
-from coordinator.sched import _LOCAL_RUNQ_SIZE, _Grunnable, _Prunning, _Psyscall, G, forcePreemptNS
+from coordinator.runtime import effects as fx
+from coordinator.runtime.core import step
+from coordinator.runtime.note import notewakeup
+from coordinator.runtime.proc import mPark, pidleput
+from coordinator.runtime.runq import globrunqget, globrunqput, runqput
+from coordinator.runtime.sched import _LOCAL_RUNQ_SIZE, G, _Grunnable, _Prunning, _Psyscall, forcePreemptNS
 from protocol.throw import Throw
 
 from .world import PARKED, World
@@ -582,7 +582,7 @@ def test_step_is_deterministic():
 
 
 def test_events_of_an_exited_m_are_refused():
-    from coordinator.core import BadEvent
+    from coordinator.runtime.core import BadEvent
     w = started(gomaxprocs=2)
     (fork,) = of(w.newproc(0, "worker", 1), fx.Fork)
     w.hello(fork.m)

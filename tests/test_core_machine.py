@@ -1,5 +1,5 @@
 """A Hypothesis state machine over the pure core: random sequences of what M processes, sysmon and
-the netpoll wait can do, through step(), with every invariant (coordinator/invariants.py) and the world's
+the netpoll wait can do, through step(), with every invariant (coordinator/runtime/invariants.py) and the world's
 agreement with the core checked after every step (tests/world.py does both on each delivery).
 
 A Fatal ends the run only if it is a legitimate Go outcome (world.legit_fatal: a true deadlock, or
@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from coordinator.core import BadEvent, step
-from coordinator.sched import _Gdead, _Grunnable, _Grunning, _Gsyscall, _Gwaiting
+from coordinator.runtime.core import BadEvent, step
+from coordinator.runtime.sched import _Gdead, _Grunnable, _Grunning, _Gsyscall, _Gwaiting
 
-from .world import cgo_hang, PARKED, World, pos, snapshot
+from .world import PARKED, World, cgo_hang, pos, snapshot
 
 PROGRAMS = {"main": [["run", 1]], "worker": [["run", 1]]}
 PICK = st.integers(0, 63)
@@ -142,7 +142,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.w.goexit(self._running(main=True)[0], main_returns=True)
         assert self.w.exit_code == 0
 
-    # --- faults (not Go): an M process dies, is fenced, or its fork is redone (coordinator/mdead.py) ----
+    # --- faults (not Go): an M process dies, is fenced, or its fork is redone (coordinator/runtime/mdead.py) ----
 
     def _killable(self) -> list[int]:
         return list(self.w.live())

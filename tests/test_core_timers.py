@@ -5,10 +5,10 @@ bounded by the next timer; and where an M goes on after its stopm (findrunnable'
 schedule's) and exitsyscall's syscalltick++ after exitsyscall0. Each test says what it pins."""
 from __future__ import annotations
 
-from coordinator import effects as fx
-from coordinator.proc import handoffp, pidleget
-from coordinator.sched import _Gwaiting, _Pidle, G
-from coordinator.timers import doaddtimer
+from coordinator.runtime import effects as fx
+from coordinator.runtime.proc import handoffp, pidleget
+from coordinator.runtime.sched import G, _Gwaiting, _Pidle
+from coordinator.runtime.timers import doaddtimer
 
 from .world import World
 

@@ -166,7 +166,7 @@ def _copied_sources() -> set[str]:
 def test_dockerfile_copies_what_the_package_needs():
     meta = _pyproject()
     needed = {"pyproject.toml", meta["project"]["readme"]}
-    needed |= {pkg.split(".")[0] for pkg in meta["tool"]["setuptools"]["packages"]}
+    needed |= {pat.split(".")[0].rstrip("*") for pat in meta["tool"]["setuptools"]["packages"]["find"]["include"]}
     missing = needed - _copied_sources()
     assert not missing, f"deploy/Dockerfile does not COPY {sorted(missing)}, which `pip install .` needs"
 

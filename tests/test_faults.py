@@ -1,4 +1,4 @@
-"""The fault language and the seeded planner (coordinator/faults.py): pure, no processes."""
+"""The fault language and the seeded planner (coordinator/faults/plan.py): pure, no processes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator import cli
-from coordinator.faults import (
+from coordinator.faults.plan import (
     KINDS,
     RETRY_TRIES,
     FaultError,

@@ -9,10 +9,9 @@ import time
 
 import pytest
 
-from coordinator.procfs import children
-from tests.forking import fork_child, read_answer, wait_exit
-
+from coordinator.shell.procfs import children
 from protocol.throw import Throw
+from tests.forking import fork_child, read_answer, wait_exit
 from worker.g0 import (
     FN_NAME_SIZE,
     FRAME_SIZE,

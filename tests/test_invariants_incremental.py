@@ -1,4 +1,4 @@
-"""The loop's incremental invariant checker (coordinator/invariants.py: check_touched, Checker) against
+"""The loop's incremental invariant checker (coordinator/runtime/invariants.py: check_touched, Checker) against
 the full check(): on random programs it raises no false alarm where check() finds nothing, and a
 record of a touched M (or a global counter) corrupted on purpose is found by both; what check_touched
 cannot see (an untouched record) the Checker's periodic full check and its final check find."""
@@ -7,9 +7,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coordinator import invariants
-from coordinator.loop import touched_ms
-from coordinator.sched import _Gwaiting, _Psyscall
+from coordinator.runtime import invariants
+from coordinator.runtime.sched import _Gwaiting, _Psyscall
+from coordinator.shell.loop import touched_ms
 
 from .test_core_machine import PROGRAM_SETS
 from .world import World

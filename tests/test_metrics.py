@@ -1,4 +1,4 @@
-"""coordinator/metrics.py: the Prometheus endpoint, fed by a scripted run of the pure core (tests/world.py
+"""coordinator/observe/metrics.py: the Prometheus endpoint, fed by a scripted run of the pure core (tests/world.py
 plays the processes) and scraped over real HTTP on 127.0.0.1; then a real `gmpsim run --metrics-port`
 scraped while it runs."""
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from coordinator import effects as fx
-from coordinator.loop import touched_ms
 from coordinator.cli import check_port
-from coordinator.metrics import MetricsExporter
+from coordinator.observe.metrics import MetricsExporter
+from coordinator.runtime import effects as fx
+from coordinator.runtime.sched import _Psyscall
 from coordinator.scenario import load
-from coordinator.sched import _Psyscall
+from coordinator.shell.loop import touched_ms
 
 from .world import RUNNING, World
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator import effects as fx
-from coordinator import proc as proc_mod
-from coordinator import schedule as schedule_mod
-from coordinator.checkdead import checkdead
-from coordinator.sched import _Grunnable, _Gwaiting, _Prunning, _Psyscall, G, forcePreemptNS, syscallLazyNS
-from coordinator.schedule import newproc
+from coordinator.runtime import effects as fx
+from coordinator.runtime import proc as proc_mod
+from coordinator.runtime import schedule as schedule_mod
+from coordinator.runtime.checkdead import checkdead
+from coordinator.runtime.sched import G, _Grunnable, _Gwaiting, _Prunning, _Psyscall, forcePreemptNS, syscallLazyNS
+from coordinator.runtime.schedule import newproc
 
 from .world import RUNNING, World
 

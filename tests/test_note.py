@@ -1,11 +1,11 @@
-"""Go's note (lock_futex.go), coordinator/note.py: a one-shot, level-triggered wakeup latch."""
+"""Go's note (lock_futex.go), coordinator/runtime/note.py: a one-shot, level-triggered wakeup latch."""
 from __future__ import annotations
 
 import pytest
 
-from coordinator import effects as fx
-from coordinator.note import Note, noteclear, notesleep, notewakeup
-from coordinator.proc import mPark
+from coordinator.runtime import effects as fx
+from coordinator.runtime.note import Note, noteclear, notesleep, notewakeup
+from coordinator.runtime.proc import mPark
 from protocol.throw import Throw
 
 from .world import World

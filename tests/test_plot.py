@@ -1,4 +1,4 @@
-"""threads.png (coordinator/plot.py) and `gmpsim plot RUN_DIR`. matplotlib is optional: the tests
+"""threads.png (coordinator/observe/plot.py) and `gmpsim plot RUN_DIR`. matplotlib is optional: the tests
 that draw skip without it; the errors (no trace.json, no matplotlib) are checked either way."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import struct
 
 import pytest
 
-from coordinator import cli, plot
+from coordinator import cli
+from coordinator.observe import plot
 from tests.gmpsim_cli import gmpsim
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""coordinator/progress.py: the live progress line, drawn by rich into a StringIO console that says it is
+"""coordinator/observe/progress.py: the live progress line, drawn by rich into a StringIO console that says it is
 a terminal, fed by a scripted run of the pure core; and the real CLI on a pseudo-terminal."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import time
 import pytest
 from rich.console import Console
 
-from coordinator.progress import REFRESH_S, LiveProgress
+from coordinator.observe.progress import REFRESH_S, LiveProgress
 
 from .test_metrics import WALL0, observed_world
 

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from protocol.codec import MAX_FRAME_BYTES, ProtocolError, decode, encode
 from protocol.messages import MESSAGES, TYPES, VERSION, fork_spec, position
 from protocol.throw import Throw
-from protocol.transport import (agent_identity, dealer, m_identity, make_rundir, parse_identity,
-                                router, rundir_endpoint)
+from protocol.transport import agent_identity, dealer, m_identity, make_rundir, parse_identity, router, rundir_endpoint
 
 POS = position(pc=3, loops=[2, 0], left=5)
 FORK = fork_spec(m=2, nextp=1, spinning=True, slot=4, epoch=1, ts=12.5)

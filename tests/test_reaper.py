@@ -8,9 +8,8 @@ import time
 import pytest
 import zmq
 
-from coordinator.procfs import children
+from coordinator.shell.procfs import children
 from tests.forking import fork_child, read_answer, wait_exit
-
 from worker.reaper import (
     PidWatch,
     is_child_subreaper,

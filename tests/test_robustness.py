@@ -21,7 +21,7 @@ import msgpack
 import pytest
 import zmq
 
-from coordinator.procfs import descendants, processes, stat
+from coordinator.shell.procfs import descendants, processes, stat
 from protocol import messages as pm
 from protocol.codec import MAX_FRAME_BYTES
 

@@ -3,10 +3,10 @@ startTemplateThread, checkdead's run0, no freem for Ms with their own stack), gf
 per-P goidcache: in the pure core, through the in-memory world."""
 from __future__ import annotations
 
-from coordinator import effects as fx
-from coordinator.checkdead import checkdead
-from coordinator.sched import _Grunnable, _Gwaiting, G, P, Sched
-from coordinator.schedule import gfget, gfput
+from coordinator.runtime import effects as fx
+from coordinator.runtime.checkdead import checkdead
+from coordinator.runtime.sched import G, P, Sched, _Grunnable, _Gwaiting
+from coordinator.runtime.schedule import gfget, gfput
 
 from .world import World, cgo_hang, pos
 

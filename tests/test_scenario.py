@@ -275,7 +275,7 @@ def test_fault_keys_defaults():
 
 
 def test_fault_keys_values(tmp_path):
-    from coordinator.faults import FaultSpec, parse_fault
+    from coordinator.faults.plan import FaultSpec, parse_fault
     # top-level keys come before the tables
     text = 'lost_after_ms = 500\ncheck_invariants = false\n' + MINIMAL + """
 [[faults]]
@@ -365,7 +365,7 @@ def test_bad_second_fault_names_its_index(tmp_path):
 
 
 def test_usleep_slack_defaults_to_this_machines_and_is_bounded():
-    from coordinator.sysmon import USLEEP_SLACK_US
+    from coordinator.runtime.sysmon import USLEEP_SLACK_US
     assert load("steady").usleep_slack_us == USLEEP_SLACK_US
     assert load("steady", ["usleep_slack_us=0"]).usleep_slack_us == 0
     with pytest.raises(ScenarioError, match=r"usleep_slack_us: expected Go µs from 0 to 10000, got -1"):

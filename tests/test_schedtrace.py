@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator import effects as fx
+from coordinator.runtime import effects as fx
 
 from .world import World
 

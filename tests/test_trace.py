@@ -1,4 +1,4 @@
-"""trace.json (coordinator/trace.py): the recorder on the pure core, driven by the in-memory world
+"""trace.json (coordinator/observe/trace.py): the recorder on the pure core, driven by the in-memory world
 (tests/world.py), and on one real run through the `gmpsim` command. Every trace must be a well-formed
 Chrome Trace Event file that Perfetto reads: named processes and tracks, no overlapping slices."""
 from __future__ import annotations
@@ -9,10 +9,10 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from coordinator import effects as fx
-from coordinator.loop import touched_ms
+from coordinator.observe.trace import COUNTERS, SCHEMA, TraceRecorder, us
+from coordinator.runtime import effects as fx
 from coordinator.scenario import load
-from coordinator.trace import COUNTERS, SCHEMA, TraceRecorder, us
+from coordinator.shell.loop import touched_ms
 from tests.gmpsim_cli import gmpsim
 from tests.world import RUNNING, World
 

@@ -1,6 +1,6 @@
 """An in-memory world for the pure core: it plays the M processes, the host agent and sysmon's timer.
 
-The world does what the process shell does (coordinator/loop.py, worker/m.py, worker/agent.py), with
+The world does what the process shell does (coordinator/shell/loop.py, worker/m.py, worker/agent.py), with
 no process and no socket: it calls `schedinit` and `step`, and carries each effect out on its own
 record of the M processes (`Proc`):
 
@@ -17,7 +17,7 @@ record of the M processes (`Proc`):
     StackFree, Trace -> recorded; ProgramExit / Fatal end the run
 
 The world keeps its own view of the processes, independently of the core's records, and checks that
-the two agree after every step (`agreement`), as well as `coordinator.invariants.check`. Each reply
+the two agree after every step (`agreement`), as well as `coordinator.runtime.invariants.check`. Each reply
 must go to the M whose message is being handled, exactly one per M message.
 
 Two ways to drive it:
@@ -33,11 +33,11 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from coordinator import effects as fx
-from coordinator import invariants
-from coordinator.core import schedinit, step
-from coordinator.sched import _Gdead, _Grunning, _Gsyscall, G, isSystemGoroutine
-from coordinator.sysmon import sysmon_usleep
+from coordinator.runtime import effects as fx
+from coordinator.runtime import invariants
+from coordinator.runtime.core import schedinit, step
+from coordinator.runtime.sched import G, _Gdead, _Grunning, _Gsyscall, isSystemGoroutine
+from coordinator.runtime.sysmon import sysmon_usleep
 from protocol.ops import RUNTIME_OPS, advance, compile_programs
 
 FORKED, RUNNING, SYSCALL, PARKED, EXITED, GONE = "forked", "running", "syscall", "parked", "exited", "gone"
@@ -273,7 +273,7 @@ class World:
             at = pos(len(self.programs[self.g(self.procs[m].g).prog]) if main_returns else 0)
         return self.send(m, "goexit", at=at)
 
-    # --- faults (not Go: an M process dies; see coordinator/mdead.py) --------------------------
+    # --- faults (not Go: an M process dies; see coordinator/runtime/mdead.py) --------------------------
 
     def live(self) -> list[int]:
         return [m for m, p in self.procs.items() if p.state in (FORKED, RUNNING, SYSCALL, PARKED)]

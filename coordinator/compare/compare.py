@@ -9,11 +9,11 @@ import os
 import sys
 import time
 
-from ..scenario import ScenarioError, load
-from . import table
-from .gobuild import GoError, ensure_built, find_go, have_gcc
-from .gorun import HUNG_AFTER_FATAL_S, run_go
-from .simrun import SimError, run_sim
+from coordinator.compare import table
+from coordinator.compare.gobuild import GoError, ensure_built, find_go, have_gcc
+from coordinator.compare.gorun import HUNG_AFTER_FATAL_S, run_go
+from coordinator.compare.simrun import SimError, run_sim
+from coordinator.scenario import ScenarioError, load
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 MAX_RUNS = 100

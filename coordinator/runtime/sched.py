@@ -11,7 +11,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .note import Note
+from coordinator.runtime.note import Note
 
 # P status codes (runtime2.go).
 _Pidle, _Prunning, _Psyscall, _Pgcstop, _Pdead = 0, 1, 2, 3, 4

@@ -2,13 +2,12 @@
 that exits while locked kills its M) and mexit (the M leaves allm for sched.freem)."""
 from __future__ import annotations
 
+from coordinator.runtime import effects as fx
+from coordinator.runtime.checkdead import checkdead
+from coordinator.runtime.proc import handoffp, mPark, releasep, startTemplateThread
+from coordinator.runtime.sched import G, M, Parked, Sched, _Gdead
+from coordinator.runtime.schedule import dropg, gfput, ready, schedule
 from protocol.throw import Throw
-
-from . import effects as fx
-from .checkdead import checkdead
-from .proc import handoffp, mPark, releasep, startTemplateThread
-from .sched import G, M, Parked, Sched, _Gdead
-from .schedule import dropg, gfput, ready, schedule
 
 
 def LockOSThread(sched: Sched, mp: M, gp: G) -> None:

@@ -19,11 +19,9 @@ import time
 
 import zmq
 
+from coordinator.shell.procfs import alive, open_files_limit
 from protocol.owner import arena_name, clean, new_run_id
 from protocol.transport import make_rundir, rundir_endpoint
-
-from .procfs import alive, open_files_limit
-
 
 log = logging.getLogger("gmpsim.run")
 
@@ -194,9 +192,9 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     # Ms it forks (a smaller parent forks faster, and its children fault in fewer pages).
     if callable(observers):
         observers = observers()
-    from .loop import Coordinator, Outcome
-    from .report import build_report
-    from .trace import TraceRecorder
+    from coordinator.observe.report import build_report
+    from coordinator.observe.trace import TraceRecorder
+    from coordinator.shell.loop import Coordinator, Outcome
     tracer = TraceRecorder(os.path.join(out_dir, "trace.json"),
                            meta={"scenario": sc.name, "source": sc.source, "seed": sc.seed,
                                  "gomaxprocs": sc.gomaxprocs, "timescale": float(sc.timescale)})
@@ -204,6 +202,7 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     auth = curve = None
     if listen and keys:
         from zmq.auth.thread import ThreadAuthenticator
+
         from protocol.transport import curve_server_keys
         curve = curve_server_keys(keys)
         auth = ThreadAuthenticator(ctx)  # ZAP: only clients whose public key is in `keys` get in
@@ -276,7 +275,7 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     if tracer.written and interrupted:  # Ctrl-C / SIGTERM: out quickly (matplotlib takes seconds)
         log.info("threads.png not drawn (interrupted); `gmpsim plot %s` draws it", out_dir)
     elif tracer.written:
-        from .plot import have_matplotlib, plot_run
+        from coordinator.observe.plot import have_matplotlib, plot_run
         if have_matplotlib():
             try:
                 plot_run(out_dir)

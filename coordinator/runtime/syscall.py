@@ -4,12 +4,12 @@ sysmon can retake it; tip keeps the P wired and is removing _Psyscall.
 """
 from __future__ import annotations
 
-from . import effects as fx
-from .note import notewakeup
-from .proc import acquirep, handoffp, pidleget, releasep, stoplockedm, stopm, stopm_return
-from .runq import globrunqput
-from .sched import M, P, Resume, Sched, _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall
-from .schedule import dropg, execute, schedule, woken
+from coordinator.runtime import effects as fx
+from coordinator.runtime.note import notewakeup
+from coordinator.runtime.proc import acquirep, handoffp, pidleget, releasep, stoplockedm, stopm, stopm_return
+from coordinator.runtime.runq import globrunqput
+from coordinator.runtime.sched import M, P, Resume, Sched, _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall
+from coordinator.runtime.schedule import dropg, execute, schedule, woken
 
 
 def _wake_sysmon(sched: Sched) -> None:

@@ -9,9 +9,8 @@ schedinit. Program names with a dot cannot collide with a scenario's.
 """
 from __future__ import annotations
 
+from coordinator.runtime.sched import waitReasonForceGCIdle, waitReasonGCScavengeWait, waitReasonGCSweepWait
 from protocol.ops import relocate
-
-from .sched import waitReasonForceGCIdle, waitReasonGCScavengeWait, waitReasonGCSweepWait
 
 GCENABLE_C = "gcenable.c"
 #: the runtime's channels and their capacity: gcenable's `c := make(chan int, 2)`

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from .latency import Latency
-from .mdead import lost_goroutines
+from coordinator.observe.latency import Latency
+from coordinator.runtime.mdead import lost_goroutines
 
 FORKFAIL_CAUSES = ("fault", "clone", "machine")  # newosproc failed: injected, the real fork, the guard
 

@@ -8,12 +8,12 @@ usleep is over, "sysmon_wake" when the deep sleep ends (its timeout, or a WakeSy
 """
 from __future__ import annotations
 
-from . import effects as fx
-from .note import noteclear
-from .proc import handoffp, incidlelocked
-from .sched import _Prunning, _Psyscall, _Pidle, P, Sched, forcePreemptNS, runqempty, syscallLazyNS
-from .schedtrace import schedtrace
-from .timers import timeSleepUntil
+from coordinator.runtime import effects as fx
+from coordinator.runtime.note import noteclear
+from coordinator.runtime.proc import handoffp, incidlelocked
+from coordinator.runtime.sched import P, Sched, _Pidle, _Prunning, _Psyscall, forcePreemptNS, runqempty, syscallLazyNS
+from coordinator.runtime.schedtrace import schedtrace
+from coordinator.runtime.timers import timeSleepUntil
 
 SYSMON_MIN_DELAY_US = 20
 # Not in Go, the OS's part: Linux returns from usleep(20) ~90 µs later on these machines (timer

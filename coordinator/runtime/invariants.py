@@ -34,7 +34,7 @@ record (about 1 ms for 750 Ms and 2000 live goroutines); dead goroutines are nea
 """
 from __future__ import annotations
 
-from .sched import (
+from coordinator.runtime.sched import (
     _LOCAL_RUNQ_SIZE,
     M,
     Parked,

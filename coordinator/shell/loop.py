@@ -20,20 +20,19 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from coordinator.faults.inject import Injector
+from coordinator.faults.plan import FaultPlan
+from coordinator.observe.latency import Latency
+from coordinator.observe.report import FORKFAIL_CAUSES
+from coordinator.runtime import effects as fx
+from coordinator.runtime.core import BadEvent, schedinit, step
+from coordinator.runtime.invariants import Checker
+from coordinator.runtime.sysmon import sysmon_usleep
+from coordinator.shell.delivery import Delivery
+from coordinator.shell.procfs import alive
 from protocol.codec import ProtocolError, decode, encode, encode_trusted
 from protocol.messages import fork_spec, position
 from protocol.transport import m_identity, parse_identity, router
-
-from . import effects as fx
-from .core import BadEvent, schedinit, step
-from .delivery import Delivery
-from .faults import FaultPlan
-from .inject import Injector
-from .invariants import Checker
-from .latency import Latency
-from .procfs import alive
-from .report import FORKFAIL_CAUSES
-from .sysmon import sysmon_usleep
 
 log = logging.getLogger("gmpsim.coordinator")
 

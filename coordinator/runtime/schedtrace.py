@@ -3,7 +3,7 @@ for character, so a gmpsim run can be set beside a real Go program's. (Tip adds 
 the brackets, appends schedticks=, and prints nil where 1.16 prints -1.)"""
 from __future__ import annotations
 
-from .sched import Parked, Sched
+from coordinator.runtime.sched import Parked, Sched
 
 
 def _b(v: bool) -> str:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import heapq
 
+from coordinator.runtime import effects as fx
+from coordinator.runtime.checkdead import checkdead
+from coordinator.runtime.note import noteclear, notesleep, notewakeup
+from coordinator.runtime.runq import globrunqput
+from coordinator.runtime.sched import M, P, Parked, Resume, Sched, _Grunnable, _Pidle, _Prunning, runqempty
+from coordinator.runtime.timers import nobarrierWakeTime
 from protocol.throw import Throw
-
-from . import effects as fx
-from .checkdead import checkdead
-from .note import noteclear, notesleep, notewakeup
-from .runq import globrunqput
-from .sched import M, P, Parked, Resume, Sched, _Grunnable, _Pidle, _Prunning, runqempty
-from .timers import nobarrierWakeTime
 
 
 def mReserveID(sched: Sched) -> int:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 import time
 
+import msgpack
 import zmq
 
-import msgpack
-
 from protocol.codec import encode, encode_trusted
+
 
 def decode(frame: bytes) -> dict:
     """The load generator trusts the coordinator's frames: plain msgpack, no field checks (it must

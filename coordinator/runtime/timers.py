@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 
-from .sched import G, P, Sched
+from coordinator.runtime.sched import G, P, Sched
 
 maxWhen = (1 << 63) - 1  # time.go
 

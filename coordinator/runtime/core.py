@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import random
 
-from protocol.ops import RUNTIME_OPS, is_cgo
-from protocol.throw import Throw
-
-from . import effects as fx
-from .chan import chanrecv, chansend
-from .lockosthread import LockOSThread, UnlockOSThread, goexit0, lockOSThread, unlockOSThread
-from .mdead import mdead, reforkm
-from .proc import addhost, allocm, drophost, newosproc_failed, newsysm, stackfree, startTemplateThread
-from .runq import runqput
-from .runtime_main import RUNTIME_CHANS, with_runtime
-from .sched import (
+from coordinator.runtime import effects as fx
+from coordinator.runtime.chan import chanrecv, chansend
+from coordinator.runtime.lockosthread import LockOSThread, UnlockOSThread, goexit0, lockOSThread, unlockOSThread
+from coordinator.runtime.mdead import mdead, reforkm
+from coordinator.runtime.proc import (
+    addhost,
+    allocm,
+    drophost,
+    newosproc_failed,
+    newsysm,
+    stackfree,
+    startTemplateThread,
+)
+from coordinator.runtime.runq import runqput
+from coordinator.runtime.runtime_main import RUNTIME_CHANS, with_runtime
+from coordinator.runtime.sched import (
     G,
     M,
     P,
@@ -38,9 +43,21 @@ from .sched import (
     waitReasonSemacquire,
     waitReasonSleep,
 )
-from .schedule import goschedImpl, mstart1, mstartm0, netpollready, newproc, newproc1, park_m, resetForSleep, woken
-from .syscall import entersyscall, entersyscallblock, exitsyscall
-from .sysmon import sysmon_tick, sysmon_wake
+from coordinator.runtime.schedule import (
+    goschedImpl,
+    mstart1,
+    mstartm0,
+    netpollready,
+    newproc,
+    newproc1,
+    park_m,
+    resetForSleep,
+    woken,
+)
+from coordinator.runtime.syscall import entersyscall, entersyscallblock, exitsyscall
+from coordinator.runtime.sysmon import sysmon_tick, sysmon_wake
+from protocol.ops import RUNTIME_OPS, is_cgo
+from protocol.throw import Throw
 
 
 class BadEvent(ValueError):
@@ -48,7 +65,7 @@ class BadEvent(ValueError):
 
 
 GOPARK_REASONS = {"sleep": waitReasonSleep, "park": waitReasonSelectNoCases, "wait": waitReasonSemacquire}
-#: wait reasons of the runtime's own gopark op (coordinator/runtime_main.py)
+#: wait reasons of the runtime's own gopark op (coordinator/runtime/runtime_main.py)
 RUNTIME_PARK_REASONS = frozenset({waitReasonForceGCIdle, waitReasonGCSweepWait, waitReasonGCScavengeWait})
 
 

@@ -13,8 +13,8 @@ import itertools
 import logging
 import signal
 
-from .faults import FaultPlan, Planned
-from .sched import Parked, _Grunning, _Gsyscall
+from coordinator.faults.plan import FaultPlan, Planned
+from coordinator.runtime.sched import Parked, _Grunning, _Gsyscall
 
 log = logging.getLogger("gmpsim.faults")
 

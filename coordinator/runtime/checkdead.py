@@ -1,9 +1,8 @@
 """Go's checkdead (proc.go): the deadlock detector, run with sched.lock held."""
 from __future__ import annotations
 
+from coordinator.runtime.sched import Sched, _Grunnable, _Grunning, _Gsyscall, _Gwaiting, isSystemGoroutine
 from protocol.throw import Throw
-
-from .sched import _Grunnable, _Grunning, _Gsyscall, _Gwaiting, Sched, isSystemGoroutine
 
 
 def checkdead(sched: Sched) -> None:

@@ -27,10 +27,20 @@ import time
 import msgpack
 import zmq
 
+from coordinator.shell.procfs import (
+    PID_MAX,
+    TASKS_PER_M,
+    THREADS_MAX,
+    descendants,
+    meminfo_kb,
+    open_files_limit,
+    private_dirty_by_kind,
+    pss_kb,
+    read_int,
+    status_kb,
+    tasks_in_use,
+)
 from protocol.transport import make_rundir
-
-from .procfs import (PID_MAX, TASKS_PER_M, THREADS_MAX, descendants, meminfo_kb, open_files_limit,
-                     private_dirty_by_kind, pss_kb, read_int, status_kb, tasks_in_use)
 
 HELLO = b"hello"
 
@@ -303,9 +313,9 @@ def coordinator_throughput(n_per_m: int, check: bool) -> dict:
     """(c) Scheduling events per second through the coordinator's loop with 64 Ms. The Ms are the
     load generator's (loadgen.py: the real protocol over real sockets, no fork, no waiting), so the
     figure is the coordinator's alone."""
-    from .loadgen import serve
-    from .run import run_scenario
-    from .scenario import loads
+    from coordinator.bench.loadgen import serve
+    from coordinator.scenario import loads
+    from coordinator.shell.run import run_scenario
     sc = loads(THROUGHPUT.format(n=n_per_m, check=str(check).lower()), source="bench")
     rundir = make_rundir()
     endpoint = f"ipc://{rundir}/bench.sock"

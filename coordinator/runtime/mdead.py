@@ -11,11 +11,11 @@ no goroutine and no P is lost, is what retake and mexit would do for the pieces 
 """
 from __future__ import annotations
 
-from . import effects as fx
-from .checkdead import checkdead
-from .proc import handoffp, injectglist, wakeNetPoller
-from .sched import M, Parked, Sched, _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall
-from .timers import maxWhen, timeSleepUntil
+from coordinator.runtime import effects as fx
+from coordinator.runtime.checkdead import checkdead
+from coordinator.runtime.proc import handoffp, injectglist, wakeNetPoller
+from coordinator.runtime.sched import M, Parked, Sched, _Grunnable, _Grunning, _Gsyscall, _Pidle, _Psyscall
+from coordinator.runtime.timers import maxWhen, timeSleepUntil
 
 
 def describe_m(mp: M) -> str:

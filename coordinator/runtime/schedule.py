@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from math import gcd
 
-from protocol.throw import Throw
-
-from . import effects as fx
-from .note import notewakeup
-from .proc import (
+from coordinator.runtime import effects as fx
+from coordinator.runtime.note import notewakeup
+from coordinator.runtime.proc import (
     acquirep,
     allocm,
     mspinning,
@@ -28,8 +26,8 @@ from .proc import (
     wakeNetPoller,
     wakep,
 )
-from .runq import globrunqget, globrunqput, runqget, runqput, runqsteal
-from .sched import (
+from coordinator.runtime.runq import globrunqget, globrunqput, runqget, runqput, runqsteal
+from coordinator.runtime.sched import (
     G,
     M,
     P,
@@ -44,7 +42,8 @@ from .sched import (
     isSystemGoroutine,
     runqempty,
 )
-from .timers import doaddtimer, nobarrierWakeTime, runtimer
+from coordinator.runtime.timers import doaddtimer, nobarrierWakeTime, runtimer
+from protocol.throw import Throw
 
 _STEAL_TRIES = 4  # findrunnable's stealTries
 

@@ -1,7 +1,7 @@
 """Run queues (proc.go): the per-P bounded local runq with runnext, and the global runq."""
 from __future__ import annotations
 
-from .sched import _LOCAL_RUNQ_SIZE, G, P, Sched, runqempty
+from coordinator.runtime.sched import _LOCAL_RUNQ_SIZE, G, P, Sched, runqempty
 
 
 def runqput(sched: Sched, p: P, gp: G, next: bool) -> None:

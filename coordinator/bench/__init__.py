@@ -1,0 +1,1 @@
+"""Benchmarks and load: gmpsim bench and the load generator it drives the loop with."""

@@ -1,0 +1,1 @@
+"""Fault injection: the fault language and seeded planner (plan), the injector (inject)."""

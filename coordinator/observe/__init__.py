@@ -1,0 +1,1 @@
+"""Observers of a run: trace, progress, metrics, plot, report, latency."""
