@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean mutate
+.PHONY: run test lint install clean mutate
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/gmpsim run $(SCENARIO)
 
-test: $(STAMP)
+# The rules that hold without anyone remembering them: ruff (pyproject [tool.ruff]) and the import
+# contracts (pyproject [tool.importlinter]: the runtime is pure, coordinator and worker apart).
+lint: $(STAMP)
+	$(BIN)/ruff check coordinator worker protocol tests
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Mutation testing of the pure core (tests/MUTATION.md); not part of `make test`. mutmut 3 copies the

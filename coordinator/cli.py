@@ -7,21 +7,38 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
+import ipaddress
 import os
 import re
 import shlex
 import signal
+import socket
 import sys
+import tempfile
 import time
 
+import zmq
+import zmq.auth
+from setproctitle import setproctitle
+
+from coordinator.bench.bench import main as bench_main
+from coordinator.compare.compare import main as compare_main
 from coordinator.faults.plan import FaultError, parse_fault
+from coordinator.observe.metrics import MetricsExporter
+from coordinator.observe.plot import PlotError, plot_run
+from coordinator.observe.progress import LiveProgress
+from coordinator.observe.report import summary, write_report
 from coordinator.scenario import DEFAULT_SCENARIO, ScenarioError, describe_builtins, load, safe_name
+from coordinator.shell.run import run_scenario
+from protocol.owner import clean
+from protocol.transport import make_keys
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # only for --version: it is heavy
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 (only for --version: importing it costs ~10 ms at every start)
     try:
         return version("gmpsim")
     except PackageNotFoundError:
@@ -89,7 +106,8 @@ def parser() -> argparse.ArgumentParser:
                          help="how far gmpsim's medians may be from Go's, in %% (default 10; ±1 M below 10)")
     compare.add_argument("--json", metavar="FILE", help="also write every figure and run as JSON")
     compare.add_argument("--markdown", action="store_true", help="also print the README reference table's row")
-    compare.add_argument("--out", metavar="DIR", help="where the runs go (default runs/compare-<scenario>-<timestamp>/)")
+    compare.add_argument("--out", metavar="DIR",
+                         help="where the runs go (default runs/compare-<scenario>-<timestamp>/)")
     compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a scenario key on both sides (repeatable)")
     sub.add_parser("scenarios", help="list the built-in scenarios")
@@ -138,7 +156,6 @@ def expected(report: dict) -> bool:
 def check_port(port: int, addr: str) -> None:
     """Raise OSError now if addr:port cannot be bound (bad address, port in use), so that the CLI
     says so before the run rather than in the middle of it."""
-    import socket
     family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -146,8 +163,6 @@ def check_port(port: int, addr: str) -> None:
 
 
 def cmd_run(args) -> int:
-    from coordinator.observe.report import summary
-    from coordinator.shell.run import run_scenario
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -188,10 +203,8 @@ def cmd_run(args) -> int:
     def make_observers() -> list:
         """Built after the host agent is forked: rich and prometheus_client stay out of every M."""
         if args.metrics_port is not None:
-            from coordinator.observe.metrics import MetricsExporter
             observers.append(MetricsExporter(args.metrics_port, args.metrics_addr, announce=sys.stderr))
         if not args.no_progress and sys.stderr.isatty():
-            from coordinator.observe.progress import LiveProgress
             if LiveProgress.wanted(sys.stderr):
                 observers.append(LiveProgress(label=sc.name))
         return observers
@@ -208,7 +221,6 @@ def cmd_run(args) -> int:
                       placement=args.placement)
         _warn_insecure(args)
     old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    from setproctitle import setproctitle
     setproctitle("gmpsim coordinator")  # ps and top; the agent and each M name themselves too
     try:
         report, out = run_scenario(sc, out_dir, make_observers, restore_signals=False, **remote)
@@ -237,7 +249,8 @@ def cmd_run(args) -> int:
     if out.outcome == "fatal":
         print("\n".join(out.fatal_lines), file=sys.stderr)
     print(summary(report, written_to))
-    replay = f"gmpsim {args.cmd} {args.scenario} --seed {sc.seed}" + "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    replay = (f"gmpsim {args.cmd} {args.scenario} --seed {sc.seed}"
+              + "".join(f" --set {shlex.quote(o)}" for o in args.overrides))
     if args.cmd == "coordinator":
         replay += f" --listen {args.listen} --hosts {args.hosts} --placement {args.placement}"
         replay += " --insecure" if args.insecure else f" --keys {shlex.quote(args.keys)}"
@@ -249,14 +262,12 @@ def cmd_run(args) -> int:
 
 
 def zmq_error():
-    import zmq
     return zmq.ZMQError
 
 
 def claim_out_dir(out_dir: str):
     """Create the output directory and lock it for this run (two runs must not mix their files):
     (the open lock file, None) or (None, the one-line problem)."""
-    import fcntl
     try:
         if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
             return None, "not a directory"
@@ -295,9 +306,7 @@ def shm_room(shm_dir: str = "/dev/shm", need: int = 1 << 20) -> str | None:
 def write_results(report: dict, out_dir: str) -> str | None:
     """report.json into out_dir; if that fails (the directory went read-only mid-run), into a
     fresh directory under the temporary directory, saying where. Returns where it went."""
-    import tempfile
 
-    from coordinator.observe.report import write_report
     try:
         write_report(report, os.path.join(out_dir, "report.json"))
         return out_dir
@@ -317,7 +326,6 @@ def write_results(report: dict, out_dir: str) -> str | None:
 
 def cmd_clean(args) -> int:
     """`gmpsim clean`: remove what dead gmpsim processes left (their owner is named in each name)."""
-    from protocol.owner import clean
     out = clean()
     for path in out["removed"]:
         print(f"removed {path}")
@@ -352,7 +360,6 @@ def _tcp_endpoint(endpoint: str) -> tuple[str, int] | str:
 
 def is_loopback(host: str) -> bool:
     """Does this listen address take connections from this machine only?"""
-    import ipaddress
     if host == "localhost":
         return True
     try:
@@ -362,7 +369,6 @@ def is_loopback(host: str) -> bool:
 
 
 def _check_keys(keys: str, cmd: str) -> str | None:
-    import zmq.auth
     mine = "coordinator.key_secret" if cmd == "coordinator" else "agent.key_secret"
     for name in ("coordinator.key", "agent.key", mine):
         path = os.path.join(keys, name)
@@ -424,7 +430,6 @@ def cmd_agent(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from protocol.transport import make_keys
     try:
         written = make_keys(args.dir)
     except OSError as e:
@@ -436,7 +441,6 @@ def cmd_keys(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from coordinator.observe.plot import PlotError, plot_run
     try:
         path = plot_run(args.run_dir, args.out)
     except PlotError as e:
@@ -477,12 +481,10 @@ def _main(argv: list[str] | None = None) -> int:
     if args.cmd == "keys":
         return cmd_keys(args)
     if args.cmd == "bench":
-        from coordinator.bench.bench import main as bench_main
         return bench_main(args.quick, args.json, args.scale)
     if args.cmd == "plot":
         return cmd_plot(args)
     if args.cmd == "compare":
-        from coordinator.compare.compare import main as compare_main
         return compare_main(args.scenario, args.runs, args.tolerance, args.overrides, args.json, args.out,
                             args.markdown)
     return cmd_scenarios(args)

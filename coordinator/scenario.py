@@ -371,7 +371,8 @@ def load(ref: str | Path, overrides: Iterable[str] = ()) -> Scenario:
     except OSError as error:
         raise ScenarioError(f"{ref_text}: cannot read: {error.strerror or error}") from None
     if len(data) > MAX_SCENARIO_BYTES:
-        raise ScenarioError(f"{ref_text}: larger than {MAX_SCENARIO_BYTES // (1 << 20)} MiB, too large for a scenario file")
+        raise ScenarioError(f"{ref_text}: larger than {MAX_SCENARIO_BYTES // (1 << 20)} MiB, "
+                            "too large for a scenario file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -61,6 +61,11 @@ def start_time(pid: int) -> int | None:
         return None
 
 
+def alive(pid: int) -> bool:
+    """Is pid a live process (not gone, not a zombie)? (The one such check, for both sides.)"""
+    return bool(pid) and start_time(pid) is not None
+
+
 def owner_tag(pid: int | None = None) -> str:
     """``<pid>_<start>`` of this process (or of pid): the front of every name it makes."""
     pid = os.getpid() if pid is None else pid

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 
 import zmq
+import zmq.auth
 
 from protocol.codec import ProtocolError
 from protocol.messages import INT64_MAX, show
@@ -70,13 +71,11 @@ def _key_file(keys_dir: str, name: str) -> str:
 
 
 def curve_server_keys(keys_dir: str) -> Curve:
-    import zmq.auth
     public, secret = zmq.auth.load_certificate(_key_file(keys_dir, "coordinator.key_secret"))
     return Curve(public, secret)
 
 
 def curve_client_keys(keys_dir: str) -> Curve:
-    import zmq.auth
     public, secret = zmq.auth.load_certificate(_key_file(keys_dir, "agent.key_secret"))
     server_public, _ = zmq.auth.load_certificate(_key_file(keys_dir, "coordinator.key"))
     return Curve(public, secret, server_public)
@@ -85,7 +84,6 @@ def curve_client_keys(keys_dir: str) -> Curve:
 def make_keys(keys_dir: str) -> list[str]:
     """Write coordinator.key(_secret) and agent.key(_secret) into keys_dir (created 0700 if need be;
     an existing empty directory, such as a volume's mount point, is fine)."""
-    import zmq.auth
     os.makedirs(keys_dir, mode=0o700, exist_ok=True)
     for name in ("coordinator", "agent"):
         for suffix in (".key", ".key_secret"):

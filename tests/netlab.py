@@ -32,7 +32,7 @@ import time
 
 import pytest
 
-from coordinator.shell.procfs import alive
+from protocol.owner import alive
 
 HOSTS = ("h1", "h2")
 IFACE = "eth0"  # the lab end of each veth, in every non-bridge namespace

@@ -63,7 +63,7 @@ def test_processes_are_named_for_what_they_are(tmp_path):
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and p.poll() is None:
-            for pid, (_, ppid, _) in processes().items():
+            for pid, (_, _ppid, _) in processes().items():
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
                         names.add(f.read().split(b"\0")[0].decode(errors="replace"))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from coordinator import cli
 from coordinator.faults.plan import (
     KINDS,
-    RETRY_TRIES,
+    RETRY_ON_EAGAIN_TRIES,
     FaultError,
     FaultPlan,
     FaultSpec,
@@ -348,14 +348,14 @@ def test_fork_fail_without_retry_gives_up():
 
 def test_fork_fail_with_retry_is_retry_on_eagain():
     always = plan("fork-fail:retry=true").on_fork(0)
-    assert (always.retry, always.failures, always.gives_up) == (True, RETRY_TRIES, True)
+    assert (always.retry, always.failures, always.gives_up) == (True, RETRY_ON_EAGAIN_TRIES, True)
     assert always.sleeps_ms == tuple(float(t + 1) for t in range(20))
     assert sum(always.sleeps_ms) == 210.0
     p = plan("fork-fail:retry=true,p=0.3")
     outcomes = [p.on_fork(t) for t in range(3000)]
     hits = [o for o in outcomes if o is not None]
     assert 700 < len(hits) < 1100
-    assert all(1 <= o.failures < RETRY_TRIES and not o.gives_up for o in hits)
+    assert all(1 <= o.failures < RETRY_ON_EAGAIN_TRIES and not o.gives_up for o in hits)
     assert any(o.failures > 1 for o in hits)
     assert hits[0].sleeps_ms == tuple(float(t + 1) for t in range(hits[0].failures))
 

@@ -268,7 +268,8 @@ def test_a_run_removes_what_a_sigkilled_run_left(tmp_path):
     p = subprocess.Popen([*GMPSIM, "run", "steady", "--out", str(tmp_path / "a"), "--no-progress"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 20
-    mine = lambda: [n for n in os.listdir("/dev/shm") if n.startswith(f"gmpsim-{p.pid}_")]
+    def mine():
+        return [n for n in os.listdir("/dev/shm") if n.startswith(f"gmpsim-{p.pid}_")]
     while not mine() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)

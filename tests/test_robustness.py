@@ -288,9 +288,11 @@ class Fuzzer:
     def frame(self):
         """(target, frame): target is None (any socket) or "m9999" / "m0" / "agent"."""
         x = self.rng.random() * self.total_weight
-        for w, make in self.kinds:
+        make = self.kinds[-1][1]
+        for w, kind in self.kinds:
             x -= w
             if x < 0:
+                make = kind
                 break
         name = make.__name__[2:]
         self.made[name] = self.made.get(name, 0) + 1

@@ -24,7 +24,8 @@ import zmq
 from setproctitle import setproctitle
 
 from protocol.codec import ProtocolError, decode, encode
-from protocol.owner import clean, new_run_id
+from protocol.owner import alive, clean, new_run_id
+from protocol.timing import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, RESEND_S
 from protocol.transport import agent_identity, curve_client_keys, dealer
 
 from .g0 import G0_STACK_SIZE, Arena, arena_name, read_frames
@@ -35,10 +36,7 @@ log = logging.getLogger("gmpsim.agent")
 
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.1  # reap orphans and resend unacknowledged reports this often
-RESEND_S = 0.05
 HELLO_AGAIN_S = 1.0  # until welcomed
-HEARTBEAT_S = 0.5  # across hosts
-HEARTBEAT_TIMEOUT_S = 3.0  # the coordinator fences a host silent this long; we rejoin afresh
 GIVE_UP_S = 60.0  # a remote agent with no coordinator this long exits: 2 if it never got one, else 3
 NAME_ENV = "GMPSIM_AGENT_NAME"
 NOT_OUR_CHILD = -256  # mexited.status when the exit status is not ours to read
@@ -151,7 +149,7 @@ class Agent:
         if not self.remote and now >= self.next_guard_check:
             # PDEATHSIG misses a coordinator that died before the prctl: look for ourselves too.
             self.next_guard_check = now + 0.5
-            if not _alive(self.guardian_pid):
+            if not alive(self.guardian_pid):
                 raise SystemExit(0)
         if not self.welcomed:
             if now >= self.next_hello:
@@ -310,7 +308,7 @@ class Agent:
             pass
         self.sock.close(linger=200)
         self.ctx.term()
-        if not _alive(self.guardian_pid):
+        if not alive(self.guardian_pid):
             # The coordinator died without cleaning up: its private run directory goes too.
             path = self.endpoint[len("ipc://"):] if self.endpoint.startswith("ipc://") else ""
             rundir = os.path.dirname(path)
@@ -318,18 +316,6 @@ class Agent:
                 shutil.rmtree(rundir, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--endpoint", "--connect", dest="endpoint", required=True,
                     help="the coordinator: ipc://... (local) or tcp://HOST:PORT")
     ap.add_argument("--host", "--name", dest="host", default=os.environ.get(NAME_ENV) or "local",
-                    help=f"this host's name (default: ${NAME_ENV}, e.g. a pod's name from the downward API, else local)")
+                    help=f"this host's name (default: ${NAME_ENV}, e.g. a pod's name from the downward API, "
+                         "else local)")
     ap.add_argument("--run-id", default=None, help="names the arena (default: a fresh id)")
     ap.add_argument("--keys", default=None, help="CURVE keys directory (gmpsim keys DIR)")
     ap.add_argument("--insecure", action="store_true", help="plain TCP, no CURVE")

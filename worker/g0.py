@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import struct
 import time
 

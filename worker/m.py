@@ -20,12 +20,14 @@ import select
 import signal
 import time
 from dataclasses import dataclass
+from errno import EAGAIN
 
 import zmq
 from setproctitle import setproctitle
 
 from protocol.codec import ProtocolError, decode, encode
 from protocol.throw import Throw
+from protocol.timing import RETRY_ON_EAGAIN_TRIES
 from protocol.transport import dealer, m_identity
 
 from . import machine_limits
@@ -36,8 +38,6 @@ log = logging.getLogger("gmpsim.m")
 
 GUARD_CHECK_MS = 500  # how often a blocked M looks whether the coordinator is still there
 RETRY_FIRST_MS, RETRY_MAX_MS = 50, 800  # resending an unanswered request (a round trip is ~0.2 ms)
-EAGAIN = 11
-RETRY_ON_EAGAIN_TRIES = 20  # runtime/retry.go (Go 1.20+)
 
 REPLIES = frozenset({"execute", "cont", "park", "exit"})
 
@@ -72,7 +72,7 @@ def _reset_log_queue_once(record) -> bool:
     """Before an M's first log record, run multiprocessing's after-fork hooks, which reset the
     inherited log queue (the multiprocessing-logging handler), as multiprocessing does for its own
     children. Deferred to the first record because most Ms never log and the hooks cost ~0.3 ms."""
-    import multiprocessing.util
+    import multiprocessing.util  # noqa: PLC0415 (deferred with the hooks it runs (see the docstring))
     for h in logging.getLogger().handlers:
         h.removeFilter(_reset_log_queue_once)
     multiprocessing.util._run_after_forkers()

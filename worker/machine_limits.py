@@ -26,8 +26,8 @@ Cost: a handful of small /proc and cgroup reads (~0.1 ms) against a fork's ~4 ms
 from __future__ import annotations
 
 import os
+from errno import EAGAIN, ENOMEM
 
-ENOMEM, EAGAIN = 12, 11
 TASKS_PER_M = 3  # a Python M with a ZeroMQ context: main, ZeroMQ I/O, reaper (FACTS.md)
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -200,11 +200,13 @@ def check(fd_pids: tuple[int, ...] = ()) -> tuple[int, str] | None:
         for name, limit in _kernel_limits():
             if limit is not None and limit - tasks < need:
                 return EAGAIN, (f"gmpsim: the machine's limit: {tasks} tasks of kernel.{name} {limit}: "
-                                f"{limit - tasks} left, under {need} (an M's {TASKS_PER_M} + GMPSIM_TASK_MARGIN {task_margin})")
+                                f"{limit - tasks} left, under {need} "
+                                f"(an M's {TASKS_PER_M} + GMPSIM_TASK_MARGIN {task_margin})")
     pids = _cgroup_pids()
     if pids is not None and pids[1] - pids[0] < need:
         return EAGAIN, (f"gmpsim: the machine's limit: {pids[0]} tasks of the pids cgroup's pids.max {pids[1]}: "
-                        f"{pids[1] - pids[0]} left, under {need} (an M's {TASKS_PER_M} + GMPSIM_TASK_MARGIN {task_margin})")
+                        f"{pids[1] - pids[0]} left, under {need} "
+                        f"(an M's {TASKS_PER_M} + GMPSIM_TASK_MARGIN {task_margin})")
     fd_margin = _env_int("GMPSIM_FD_MARGIN", 64)
     for pid in dict.fromkeys(fd_pids):
         files = _open_files(pid)

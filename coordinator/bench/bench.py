@@ -19,7 +19,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +31,8 @@ import time
 import msgpack
 import zmq
 
+from coordinator.bench.loadgen import serve
+from coordinator.scenario import loads
 from coordinator.shell.procfs import (
     PID_MAX,
     TASKS_PER_M,
@@ -40,6 +46,9 @@ from coordinator.shell.procfs import (
     status_kb,
     tasks_in_use,
 )
+from coordinator.shell.run import run_scenario
+from protocol.codec import decode, encode_trusted
+from protocol.messages import position
 from protocol.transport import make_rundir
 
 HELLO = b"hello"
@@ -117,7 +126,6 @@ def mp_floor(method: str, n: int) -> list[float]:
 def _template(req_fd: int, endpoint: str) -> None:
     """The pre-forked small process: no ZeroMQ context of its own, forks one child per byte read;
     each child makes its own context and says hello (what a template thread does for newm)."""
-    import signal
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its children reap themselves
     while True:
         got = os.read(req_fd, 4096)
@@ -166,14 +174,13 @@ def template_floor(n_one: int, burst: int) -> dict:
         r.close(0)
         ctx.term()
         _rm(rundir)
-    return {**(summarize(one) if one else {"n": 0, "p50_us": None, "p99_us": None}), "burst": burst, "burst_s": round(burst_s, 3),
+    return {**(summarize(one) if one else {"n": 0, "p50_us": None, "p99_us": None}),
+            "burst": burst, "burst_s": round(burst_s, 3),
             "burst_per_s": round(burst / burst_s)}
 
 
 def _router_clients(endpoint: str, n_socks: int, per_sock: int) -> None:
     """The bare loop's peers: n_socks DEALERs, each a request answered before the next (as an M)."""
-    from protocol.codec import encode_trusted
-    from protocol.messages import position
     ctx = zmq.Context()
     socks = []
     for i in range(n_socks):
@@ -204,7 +211,6 @@ def _router_clients(endpoint: str, n_socks: int, per_sock: int) -> None:
 def router_floor(n_socks: int, per_sock: int) -> dict:
     """The coordinator's floor: a bare ROUTER loop doing the same socket and codec work per event —
     receive, unpack (with the coordinator's checks), pack a reply, send — and nothing else."""
-    from protocol.codec import decode, encode_trusted
     rundir = make_rundir()
     endpoint = f"ipc://{rundir}/router.sock"
     ctx = zmq.Context()
@@ -280,7 +286,6 @@ def wake_floor(n: int, gap_s: float = 0.002) -> list[float]:
 
 
 def _rm(rundir: str) -> None:
-    import shutil
     shutil.rmtree(rundir, ignore_errors=True)
 
 
@@ -313,9 +318,6 @@ def coordinator_throughput(n_per_m: int, check: bool) -> dict:
     """(c) Scheduling events per second through the coordinator's loop with 64 Ms. The Ms are the
     load generator's (loadgen.py: the real protocol over real sockets, no fork, no waiting), so the
     figure is the coordinator's alone."""
-    from coordinator.bench.loadgen import serve
-    from coordinator.scenario import loads
-    from coordinator.shell.run import run_scenario
     sc = loads(THROUGHPUT.format(n=n_per_m, check=str(check).lower()), source="bench")
     rundir = make_rundir()
     endpoint = f"ipc://{rundir}/bench.sock"
@@ -387,8 +389,6 @@ def scale(n: int) -> dict:
     timescale 10, Go's pace): how many live Ms it holds, and the machine's used memory per live M
     (MemTotal - MemAvailable, its rise since before the run) and PSS per M at that point, sampled
     from outside. Stopped early (Ctrl-C, its orderly end) if the machine would run out of memory."""
-    import signal
-    import subprocess
     syscall_us = int((n / SCALE_MS_PER_S + 20) * 1e6 / SCALE_TIMESCALE)  # outlasts the creation
     restore = raise_limits(n)
     base_avail = meminfo_kb("MemAvailable")
@@ -398,7 +398,8 @@ def scale(n: int) -> dict:
     try:
         with tempfile.TemporaryDirectory(prefix="gmpsim-bench-") as d:
             t0 = time.monotonic()
-            p = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "run", "scale-out", "--out", d, "--no-progress",
+            p = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "run", "scale-out", "--out", d,
+                                  "--no-progress",
                                   "--set", f'programs.main.ops=[["go","blocker",{n}],["wait"]]',
                                   "--set", f'programs.blocker.ops=[["run",20],["syscall",{syscall_us}],["run",20]]',
                                   "--set", f"timescale={SCALE_TIMESCALE}", "--set", "schedtrace_ms=1000",
@@ -448,15 +449,14 @@ def parts(coordinator: int, agent: int | None, ms: list[int]) -> dict:
 
 
 PACE_TIMESCALE = 10.0
-PACE = ["--set", f"timescale={PACE_TIMESCALE}", "--set", "gomaxprocs=2", "--set", "schedtrace_ms=10", "--set", "time_limit_s=120"]
+PACE = ["--set", f"timescale={PACE_TIMESCALE}", "--set", "gomaxprocs=2", "--set", "schedtrace_ms=10",
+        "--set", "time_limit_s=120"]
 
 
 def go_pace(check: bool, n: int = 1000, syscall_us: int = 2_000_000) -> dict:
     """Ms made in Go time: 1000 goroutines blocked in a 2 s syscall at timescale 10, GOMAXPROCS 2 (real
     Go 1.19 makes 300-400 threads by 100 ms): threads at 100 ms of Go time, from schedtrace, and the
     creation pace in wall time over those 100 ms (1 s of wall time at timescale 10)."""
-    import re
-    import subprocess
     with tempfile.TemporaryDirectory(prefix="gmpsim-bench-") as d:
         subprocess.run([sys.executable, "-m", "coordinator.cli", "run", "scale-out", "--out", d, "--no-progress",
                         "--set", f'programs.main.ops=[["go","blocker",{n}],["wait"]]',
@@ -480,7 +480,6 @@ def go_pace(check: bool, n: int = 1000, syscall_us: int = 2_000_000) -> dict:
 
 def gmpsim_run(scenario: str, *args: str) -> dict:
     """`gmpsim run SCENARIO` in a process of its own; its report."""
-    import subprocess
     with tempfile.TemporaryDirectory(prefix="gmpsim-bench-") as d:
         subprocess.run([sys.executable, "-m", "coordinator.cli", "run", scenario, "--out", d, "--no-progress", *args],
                        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -566,13 +565,16 @@ def format_bench(res: dict) -> str:
         f"wake p50 / ZeroMQ one-way p50:         {r['wake_p50_over_zmq_one_way']}×   (target ≤ 1.3)",
         f"forkserver p50 / M creation p50:       {r['forkserver_p50_over_newm_p50']}×",
         f"coordinator events/s / bare ROUTER loop: {r['events_over_router_loop']}×   (target ≥ 0.5; "
-        f"{res['throughput']['events_per_s']}/s against {max(fl['router_loop']['events_per_s'], fl['router_loop_after']['events_per_s'])}/s, 64 Ms)",
+        f"{res['throughput']['events_per_s']}/s against "
+        f"{max(fl['router_loop']['events_per_s'], fl['router_loop_after']['events_per_s'])}/s, 64 Ms)",
         f"  with the invariant checker and trace:  {r['events_checked_over_router_loop']}× "
         f"({r['events_checked_over_unchecked']}× of unchecked)",
-        f"Ms made in Go time ({res['pace']['goroutines']} goroutines in a syscall, timescale 10): {res['pace']['threads_at_100ms']} threads "
+        f"Ms made in Go time ({res['pace']['goroutines']} goroutines in a syscall, timescale 10): "
+        f"{res['pace']['threads_at_100ms']} threads "
         f"at 100 ms ({res['pace_checked']['threads_at_100ms']} with the checker; real Go 300-400)",
         f"  creation pace / burst fork floor:      {r['pace_over_burst_fork_floor']}×   (target ≥ 0.8; "
-        f"{res['pace']['ms_per_wall_s']}/s against {max(fl['template_fork']['burst_per_s'], fl['template_fork_after']['burst_per_s'])}/s)",
+        f"{res['pace']['ms_per_wall_s']}/s against "
+        f"{max(fl['template_fork']['burst_per_s'], fl['template_fork_after']['burst_per_s'])}/s)",
         f"scale: {sc['live_ms_sampled']} live Ms sampled of {sc['goroutines']} (peak threads {sc['peak_threads']}), "
         f"outcome {sc['outcome']}, lost {sc['lost']}, leaks {sc['leaks']}; {sc['used_kb_per_m']} kB of the machine's "
         f"memory per live M (PSS {sc['pss_kb_per_m']} kB)" + (f"; stopped: {sc['stopped']}" if sc["stopped"] else ""),

@@ -12,15 +12,15 @@ import msgpack
 import zmq
 
 from protocol.codec import encode, encode_trusted
+from protocol.messages import position
+from protocol.ops import RUNTIME_OPS, advance
+from protocol.transport import agent_identity, dealer, m_identity
 
 
 def decode(frame: bytes) -> dict:
     """The load generator trusts the coordinator's frames: plain msgpack, no field checks (it must
     not be the slow side of the measurement)."""
     return msgpack.unpackb(frame, raw=False)
-from protocol.messages import position
-from protocol.ops import RUNTIME_OPS, advance
-from protocol.transport import agent_identity, dealer, m_identity
 
 REPLIES = ("execute", "cont", "park", "exit")
 

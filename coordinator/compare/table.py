@@ -42,7 +42,8 @@ def figures(go_runs: list[dict], sim_runs: list[dict], tolerance_pct: float) -> 
     for key, label in FIGURES:
         g = summarize([r.get(key) for r in go_runs])
         s = summarize([r.get(key) for r in sim_runs])
-        within = None if g is None or s is None else abs(s["median"] - g["median"]) <= allowed(g["median"], tolerance_pct)
+        within = (None if g is None or s is None
+                  else abs(s["median"] - g["median"]) <= allowed(g["median"], tolerance_pct))
         counts = sorted({r.get("counts", "exact") for r in go_runs}) if key in ("mnext", "nmfreed") else ["exact"]
         rows.append({"figure": key, "label": label, "go": g, "gmpsim": s, "within": within, "go_counts": counts})
     go_out, sim_out = common([outcome_of(r) for r in go_runs]), common([outcome_of(r) for r in sim_runs])

@@ -35,6 +35,7 @@ from typing import Any, Iterator, Mapping
 
 from protocol.messages import TYPES
 from protocol.ops import MAX_DURATION_US, format_value
+from protocol.timing import RETRY_ON_EAGAIN_TRIES
 
 TIMED_KINDS = ("kill-m", "stop-m", "exit-m", "kill-template")
 FORK_KINDS = ("fork-fail", "slow-fork")
@@ -46,9 +47,6 @@ M_TARGETS = ("random", "random:running", "random:idle", "random:spinning", "rand
 TEMPLATE_TARGET = "template"
 ALL_TYPES = "*"
 
-#: newer Go's retryOnEAGAIN (os_linux.go): 20 tries, sleeping (try+1) ms after each EAGAIN
-RETRY_TRIES = 20
-EAGAIN = 11
 
 #: bounds checked at parse time, so that the planner's work per Go ms stays bounded: a period below
 #: 1 Go µs (or a count above a million) only floods the run, and times beyond a scenario's longest
@@ -493,7 +491,7 @@ class ForkFault:
     @property
     def gives_up(self) -> bool:
         """Does newosproc fail for good (EAGAIN returned: Go throws)?"""
-        return self.kind == "fork-fail" and (not self.retry or self.failures >= RETRY_TRIES)
+        return self.kind == "fork-fail" and (not self.retry or self.failures >= RETRY_ON_EAGAIN_TRIES)
 
     @property
     def sleeps_ms(self) -> tuple[float, ...]:
@@ -665,7 +663,7 @@ class FaultPlan:
             return ForkFault(chosen.index, spec.kind, now_ms, delay_ms=spec.duration_ms, spec=spec)
         failures = 1
         if spec.retry:  # each further try fails with the same probability
-            while failures < RETRY_TRIES and chosen.rng.random() < spec.probability:
+            while failures < RETRY_ON_EAGAIN_TRIES and chosen.rng.random() < spec.probability:
                 failures += 1
         return ForkFault(chosen.index, spec.kind, now_ms, retry=bool(spec.retry), failures=failures, spec=spec)
 

@@ -60,9 +60,9 @@ def plot_run(run_dir: str, out: str | None = None) -> str:
     doc = load_trace(run_dir)  # a bad run directory is the first thing to say
     if not have_matplotlib():
         raise PlotError("matplotlib is not installed (pip install 'gmpsim[plot]')")
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 (the plot extra is optional, and heavy)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (the plot extra is optional, and heavy)
 
     other = doc.get("otherData", {})
     t, vals = series(doc)

@@ -47,8 +47,8 @@ class LiveProgress(Observer):
     # --- Observer -----------------------------------------------------------------------------------
 
     def started(self, sched, go_ns: int, wall: float) -> None:
-        from rich.console import Console
-        from rich.live import Live
+        from rich.console import Console  # noqa: PLC0415 (only on a terminal, and heavy)
+        from rich.live import Live  # noqa: PLC0415 (only on a terminal, and heavy)
         if self.console is None:
             self.console = Console(stderr=True)
         self.wall0 = wall
@@ -84,7 +84,7 @@ class LiveProgress(Observer):
     def line(self, sched, go_ns: int, wall: float, outcome: str | None = None):
         """The line to draw: items of "name value", two spaces apart, broken between items (never
         inside one) where the console is too narrow for all of them."""
-        from rich.text import Text
+        from rich.text import Text  # noqa: PLC0415 (only on a terminal, and heavy)
         stats = sched.stats
         psyscall = sum(1 for p in sched.allp if p.status == _Psyscall)
         done = f"{stats.get('goroutines_completed', 0)}/{stats.get('goroutines_created', 0)}"

@@ -1,8 +1,9 @@
 """The core's front door: schedinit, and `step(sched, event, now) -> effects`.
 
 An event is an M's message (already decoded by protocol/), the agent's report that an M's process
-is gone, the end of one of sysmon's sleeps, or the end of the wait of the M blocked in netpoll. `step` checks that the event makes sense for the state (an M
-that exists, in the right epoch, doing what its message says) before changing anything: a bad
+is gone, the end of one of sysmon's sleeps, or the end of the wait of the M blocked in netpoll.
+`step` checks that the event makes sense for the state (an M that exists, in the right epoch,
+doing what its message says) before changing anything: a bad
 event raises BadEvent and leaves the state as it was. A Go throw becomes a Fatal effect.
 No I/O, no clock (now is passed in, in Go nanoseconds), no randomness but sched.rng (seeded).
 """
@@ -103,8 +104,7 @@ def schedinit(gomaxprocs: int, programs: dict, hosts: dict[str, int], maxmcount:
     sched.sysmonm = newsysm(sched, "sysmon")  # runtime.main: newm(sysmon, nil, -1)
     sched.lasttrace = -schedtrace_ms * 1_000_000  # Go's lasttrace starts at 0 against a large nanotime
     sched.stats["ms_created"] += 1
-    effects = [fx.Fork(m=m0.id, forker=None, host=m0.host, nextp=-1, spinning=False, slot=m0.slot,
-                       epoch=m0.epoch, template=False)]
+    effects = [fx.Fork.of(m0)]  # m0 holds P0 itself (procresize), no nextp
     return sched, effects
 
 
@@ -400,7 +400,8 @@ def _on_netpoll(sched: Sched, ev: dict, mp: M) -> None:
 _HANDLERS = {
     "hello": _on_hello, "woken": _on_woken, "entersyscall": _on_entersyscall,
     "exitsyscall": _on_exitsyscall, "entersyscallblock": _on_entersyscallblock, "newproc": _on_newproc,
-    "lockosthread": _on_lock, "unlockosthread": _on_unlock, "gopark": _on_gopark, "gosched": _on_gosched, "runtime": _on_runtime,
+    "lockosthread": _on_lock, "unlockosthread": _on_unlock, "gopark": _on_gopark, "gosched": _on_gosched,
+    "runtime": _on_runtime,
     "goexit": _on_goexit, "mexited": _on_mexited, "sysmon": _on_sysmon, "sysmon_wake": _on_sysmon_wake,
     "netpoll": _on_netpoll, "mdead": _on_mdead, "forkfail": _on_forkfail, "refork": _on_refork,
     "hostlost": _on_hostlost, "hostjoin": _on_hostjoin,

@@ -22,6 +22,14 @@ class Fork:
     epoch: int
     template: bool  # came through newmHandoff
 
+    @classmethod
+    def of(cls, mp, forker=None, template: bool = False) -> Fork:
+        """The one builder: the order to fork M mp (its host, slot, nextp, incarnation and whether it
+        starts spinning, read from the M), from `forker`'s process (an M, or None: the agent's)."""
+        return cls(m=mp.id, forker=forker.id if forker is not None else None, host=mp.host,
+                   nextp=mp.nextp.id if mp.nextp is not None else -1, spinning=mp.mstartfn == "mspinning",
+                   slot=mp.slot, epoch=mp.epoch, template=template)
+
 
 @dataclass(frozen=True)
 class Execute:

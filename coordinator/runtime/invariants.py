@@ -305,7 +305,8 @@ def check(sched: Sched) -> list[str]:
           f"{' and m0 wedged' if wedged else ''}")
     if (sched.lastpoll == 0) != (polling == 1) or polling > 1:
         e(f"sched: lastpoll={sched.lastpoll} with {polling} Ms blocked in netpoll")
-    if sched.pollm is not None and (sched.allm.get(sched.pollm.id) is not sched.pollm or sched.pollm.parked != Parked.NETPOLL):
+    pollm = sched.pollm
+    if pollm is not None and (sched.allm.get(pollm.id) is not pollm or pollm.parked != Parked.NETPOLL):
         e(f"sched: pollm={_mn(sched.pollm)} is not an M of allm blocked in netpoll")
     if sched.pollm is None and (sched.pollUntil != 0 or sched.lastpoll == 0):
         e(f"sched: nobody in netpoll but pollUntil={sched.pollUntil} lastpoll={sched.lastpoll}")

@@ -25,7 +25,8 @@ def describe_m(mp: M) -> str:
     if mp.blocked:
         return {Parked.STOPLOCKEDM: f"parked with locked G{mp.lockedg.goid if mp.lockedg else '?'} (stoplockedm)",
                 Parked.M0: "wedged (m0 after its locked goroutine exited)",
-                Parked.NETPOLL: "blocked in netpoll (findrunnable, until the next timer)"}.get(mp.parked, "parked (stopm)")
+                Parked.NETPOLL: "blocked in netpoll (findrunnable, until the next timer)",
+                }.get(mp.parked, "parked (stopm)")
     if mp.curg is not None:
         if mp.curg.status == _Gsyscall:
             return f"in a {'cgo call' if mp.incgo else 'syscall'} (G{mp.curg.goid})"
@@ -38,8 +39,9 @@ def describe_m(mp: M) -> str:
 
 
 def mdead(sched: Sched, mp: M, gone: bool) -> dict:
-    """Not in Go (see the module doc): the M is dead (gone=True: its process is gone) or fenced (gone=False: it may still run; it is
-    told to exit and its messages are refused). Returns what was recovered, for the report."""
+    """Not in Go (see the module doc): the M is dead (gone=True: its process is gone) or fenced
+    (gone=False: it may still run; it is told to exit and its messages are refused). Returns what
+    was recovered, for the report."""
     doing = describe_m(mp)
     # Its own records first: it no longer counts in mcount(), so an M started for its P below is
     # not refused by checkmcount, and checkdead sees the truth.
@@ -118,10 +120,7 @@ def reforkm(sched: Sched, mp: M) -> None:
     the old order is refused. Not in Go: a clone there either happens or throws."""
     mp.epoch += 1
     sched.stats["reforked"] += 1
-    sched.fx.append(fx.Fork(m=mp.id, forker=None, host=mp.host,
-                            nextp=mp.nextp.id if mp.nextp is not None else -1,
-                            spinning=mp.mstartfn == "mspinning", slot=mp.slot, epoch=mp.epoch,
-                            template=False))
+    sched.fx.append(fx.Fork.of(mp))
 
 
 def lost_goroutines(sched: Sched) -> list[int]:

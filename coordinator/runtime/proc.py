@@ -9,6 +9,7 @@ sysmon's events and for the shell's recovery of dead Ms). Effects go to `sched.f
 from __future__ import annotations
 
 import heapq
+from errno import EAGAIN
 
 from coordinator.runtime import effects as fx
 from coordinator.runtime.checkdead import checkdead
@@ -96,8 +97,9 @@ def placehost(sched: Sched) -> str:
 
 
 def addhost(sched: Sched, host: str, nslots: int) -> None:
-    """Not in Go (one machine there): a host (agent) joins, or rejoins after it was cut off: all of its g0 slots are free. Ms of
-    an earlier incarnation of it that still wait on freem will never free their slots there."""
+    """Not in Go (one machine there): a host (agent) joins, or rejoins after it was cut off: all of
+    its g0 slots are free. Ms of an earlier incarnation of it that still wait on freem will never
+    free their slots there."""
     for mp in (*sched.freem, *sched.osstackm):
         if mp.host == host:
             mp.slot = -1
@@ -149,13 +151,9 @@ def newosproc(sched: Sched, mp: M, forker: M | None, template: bool) -> None:
     sched.stats["ms_created"] += 1
     if template:
         sched.stats["via_template"] += 1
-    sched.fx.append(fx.Fork(
-        m=mp.id, forker=forker.id if forker is not None else None, host=mp.host,
-        nextp=mp.nextp.id if mp.nextp is not None else -1, spinning=mp.mstartfn == "mspinning",
-        slot=mp.slot, epoch=mp.epoch, template=template))
+    sched.fx.append(fx.Fork.of(mp, forker, template))
 
 
-EAGAIN = 11
 
 
 def newosproc_failed(sched: Sched, mp: M, errno: int, cause: str = "fault", limit: str = "") -> None:

@@ -29,15 +29,15 @@ from coordinator.runtime.core import BadEvent, schedinit, step
 from coordinator.runtime.invariants import Checker
 from coordinator.runtime.sysmon import sysmon_usleep
 from coordinator.shell.delivery import Delivery
-from coordinator.shell.procfs import alive
 from protocol.codec import ProtocolError, decode, encode, encode_trusted
 from protocol.messages import fork_spec, position
+from protocol.owner import alive
+from protocol.timing import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, RESEND_S
 from protocol.transport import m_identity, parse_identity, router
 
 log = logging.getLogger("gmpsim.coordinator")
 
 AGENT_HELLO_TIMEOUT_S = 10.0
-RESEND_S = 0.05  # resend an unanswered WAKE / newosproc / watch this often
 LOG_FIRST_BAD, LOG_EVERY_BAD = 20, 1000  # a flood of bad frames is logged sparsely
 _SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's enum arithmetic costs µs per send
 TRUSTED_ENCODE = os.environ.get("GMPSIM_CHECK_OUTGOING", "") == ""  # tests set it: every frame checked
@@ -46,8 +46,6 @@ M_TYPES = frozenset({"hello", "woken", "entersyscall", "exitsyscall", "entersysc
                      "lockosthread", "unlockosthread", "gopark", "gosched", "goexit", "runtime",
                      "forked", "forkfail", "heartbeat"})
 AGENT_TYPES = frozenset({"agent_hello", "mexited", "forked", "forkfail", "ack", "heartbeat", "bye"})
-HEARTBEAT_S = 0.5  # to remote agents
-HEARTBEAT_TIMEOUT_S = 3.0  # a remote host silent this long is cut off: its Ms are fenced
 SOCKET_CHECK_S = 1.0  # how often a local run checks that its ipc socket file is still there
 
 
@@ -205,7 +203,8 @@ class Coordinator:
     def m_identity_of(self, mid: int) -> bytes:
         if mid in self.m_ident:
             return self.m_ident[mid]
-        mp = self.sched.allm.get(mid) or next((m for m in (*self.sched.freem, *self.sched.osstackm) if m.id == mid), None)
+        gone = (*self.sched.freem, *self.sched.osstackm)
+        mp = self.sched.allm.get(mid) or next((m for m in gone if m.id == mid), None)
         return m_identity(mid, mp.epoch if mp is not None else 1)
 
     def send_m(self, mid: int, t: str, **fields) -> bytes:
@@ -686,7 +685,7 @@ class Coordinator:
         resend, lost = self.delivery.due(now)
         for identity, frame in resend:
             self.raw_send(identity, frame)
-        for key, p in lost:
+        for key, _p in lost:
             if key[0] == "wake":
                 self.fence(key[1], f"lost: no answer to WAKE within {self.sc.lost_after_ms:g} ms")
             elif key[0] == "fork":
@@ -774,7 +773,9 @@ class Coordinator:
                     spec = self.inject.on_fork(spec)
                 self.hello_grace[(e.m, e.epoch)] = self.fork_grace(spec)
                 if e.forker is not None and e.forker == requester:
-                    forks_for_reply.append(spec)
+                    if self.check:
+                        self.check_routing(e, requester)
+                    forks_for_reply.append((e.host, spec))
                     self.delivery.expect(("fork", e.m, e.epoch), b"", b"", now, e.m, self.fork_grace(spec))
                 else:
                     self.order_fork(e.host, spec)
@@ -813,9 +814,19 @@ class Coordinator:
                 self.done = True
         if reply is not None:
             self.send_reply(reply, forks_for_reply, req_seq)
-        elif forks_for_reply:  # no reply to carry them: the agent forks them instead
-            for spec in forks_for_reply:
-                self.order_fork(self.sched.hosts[0], spec)
+        elif forks_for_reply:  # no reply to carry them: the agent of each M's host forks it instead
+            for host, spec in forks_for_reply:
+                self.order_fork(host, spec)
+
+    def check_routing(self, e: fx.Fork, requester: int) -> None:
+        """The routing contract, checked with the invariants: a fork carried by a reply is the
+        requester's own (its process forks), so it must be on the requester's host: that is where
+        the new M's g0 slot was allocated."""
+        forker = self.sched.allm.get(requester)
+        if forker is None or forker.host != e.host:
+            where = forker.host if forker is not None else "nowhere"
+            self.invariants["violations"].append(
+                f"routing: M{e.m}'s fork (slot on {e.host}) carried by the reply to M{requester} on {where}")
 
     def order_fork(self, host: str, spec: dict) -> None:
         """newosproc through the host agent, resent until it answers (forked / forkfail)."""
@@ -847,8 +858,10 @@ class Coordinator:
         log.warning("M%d %s while %s: requeued %s, handed off %s", e.m, e.why, e.doing,
                     list(e.requeued), list(e.ps))
 
-    def send_reply(self, r, forks: list, req_seq: int) -> None:
+    def send_reply(self, r, host_forks: list, req_seq: int) -> None:
+        """The reply to M r.m, carrying the forks its own process makes (host_forks: (host, spec))."""
         ident = self.m_identity_of(r.m)
+        forks = [spec for _, spec in host_forks]
         if isinstance(r, fx.Execute):
             gp = self._g(r.g)
             t, fields = "execute", dict(g=r.g, prog=gp.prog, pos=position(gp.pc, gp.loops, gp.left), forks=forks)
@@ -856,10 +869,10 @@ class Coordinator:
             t, fields = "cont", dict(forks=forks)
         elif isinstance(r, fx.Park):
             t, fields = "park", dict(forks=forks)
-        else:  # Exit: an exiting M forks nothing; its Ms go through its agent
+        else:  # Exit: an exiting M forks nothing; its Ms go through the agent of their host
             self.rec.thread(r.m)["exited_ms"] = self.go_ms()
-            for spec in forks:
-                self.order_fork(self.sched.hosts[0], spec)
+            for host, spec in host_forks:
+                self.order_fork(host, spec)
             t, fields = "exit", {}
         frame = self.send(ident, t, re=req_seq, **fields)
         self.delivery.remember_reply(r.m, req_seq, ident, frame)

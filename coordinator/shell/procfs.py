@@ -3,6 +3,7 @@ group it is in, what lies below it, how much memory it uses. For leak counts, th
 from __future__ import annotations
 
 import os
+import resource
 
 
 def stat(pid: int) -> list[str] | None:
@@ -13,12 +14,6 @@ def stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return raw[raw.rindex(b")") + 2:].decode().split()
-
-
-def alive(pid: int) -> bool:
-    """Is pid a live process (not gone, not a zombie)?"""
-    fields = stat(pid) if pid else None
-    return fields is not None and fields[0] != "Z"
 
 
 def processes() -> dict[int, tuple[str, int, int]]:
@@ -93,7 +88,6 @@ def meminfo_kb(field: str) -> int:
 def open_files_limit() -> int:
     """Raise this process's soft open-files limit to its hard limit (children inherit it); the
     coordinator holds a connection per M and the agent a pidfd per M. Returns the new soft limit."""
-    import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         try:

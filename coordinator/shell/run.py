@@ -17,11 +17,17 @@ import signal
 import sys
 import time
 
+import multiprocessing_logging
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
-from coordinator.shell.procfs import alive, open_files_limit
-from protocol.owner import arena_name, clean, new_run_id
-from protocol.transport import make_rundir, rundir_endpoint
+from coordinator.observe.plot import have_matplotlib, plot_run
+from coordinator.observe.report import build_report
+from coordinator.observe.trace import TraceRecorder
+from coordinator.shell.loop import Coordinator, Outcome
+from coordinator.shell.procfs import open_files_limit
+from protocol.owner import alive, arena_name, clean, new_run_id
+from protocol.transport import curve_server_keys, make_rundir, rundir_endpoint
 
 log = logging.getLogger("gmpsim.run")
 
@@ -87,7 +93,6 @@ class LocalAgents:
 
 
 def _setup_logging(path: str):
-    import multiprocessing_logging
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -192,18 +197,13 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     # Ms it forks (a smaller parent forks faster, and its children fault in fewer pages).
     if callable(observers):
         observers = observers()
-    from coordinator.observe.report import build_report
-    from coordinator.observe.trace import TraceRecorder
-    from coordinator.shell.loop import Coordinator, Outcome
     tracer = TraceRecorder(os.path.join(out_dir, "trace.json"),
                            meta={"scenario": sc.name, "source": sc.source, "seed": sc.seed,
                                  "gomaxprocs": sc.gomaxprocs, "timescale": float(sc.timescale)})
     ctx = zmq.Context()
     auth = curve = None
     if listen and keys:
-        from zmq.auth.thread import ThreadAuthenticator
 
-        from protocol.transport import curve_server_keys
         curve = curve_server_keys(keys)
         auth = ThreadAuthenticator(ctx)  # ZAP: only clients whose public key is in `keys` get in
         auth.start()
@@ -275,7 +275,6 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     if tracer.written and interrupted:  # Ctrl-C / SIGTERM: out quickly (matplotlib takes seconds)
         log.info("threads.png not drawn (interrupted); `gmpsim plot %s` draws it", out_dir)
     elif tracer.written:
-        from coordinator.observe.plot import have_matplotlib, plot_run
         if have_matplotlib():
             try:
                 plot_run(out_dir)
