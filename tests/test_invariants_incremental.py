@@ -7,6 +7,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from coordinator.runtime import checker as incremental
 from coordinator.runtime import invariants
 from coordinator.runtime.sched import _Gwaiting, _Psyscall
 from coordinator.shell.loop import touched_ms
@@ -63,14 +64,14 @@ class Incremental(World):
             return
         _, ev, effects = self.history[-1]
         touched = touched_ms(ev, effects)
-        assert invariants.check_touched(self.sched, touched) == [], "false alarm of check_touched"
+        assert incremental.check_touched(self.sched, touched) == [], "false alarm of check_touched"
         self.steps += 1
         if self.steps < self.corrupt_at:
             return
         ms = [self.sched.allm[m] for m in sorted(touched) if m in self.sched.allm and not self.sched.allm[m].virtual]
         for mp in ms:
             if corrupt(self.sched, mp, self.how):
-                self.found = (invariants.check(self.sched), invariants.check_touched(self.sched, touched))
+                self.found = (invariants.check(self.sched), incremental.check_touched(self.sched, touched))
                 raise Corrupted
 
 
@@ -104,11 +105,11 @@ def test_an_untouched_record_is_found_by_the_periodic_full_check():
     Checker's next full check does, within its period, and so does its final check."""
     w = _busy_world()
     s = w.sched
-    checker = invariants.Checker(min_period=8)
+    checker = incremental.Checker(min_period=8)
     assert checker.after_step(s, set()) == []  # step 1 runs the full check
     idle = next(p for p in s.allp if p in s.pidle) if s.pidle else s.allp[-1]
     idle.status = _Psyscall  # corrupt: nobody's syscall
-    assert invariants.check_touched(s, set()) == []
+    assert incremental.check_touched(s, set()) == []
     period = checker.full_at - checker.steps
     found = [checker.after_step(s, set()) for _ in range(period)]
     assert not any(found[:-1]) and any(f"P{idle.id}: " in x for x in found[-1]), found[-1]
@@ -118,7 +119,7 @@ def test_an_untouched_record_is_found_by_the_periodic_full_check():
 def test_a_goroutine_corrupted_off_every_m_is_found_at_the_end():
     w = _busy_world()
     s = w.sched
-    checker = invariants.Checker()
+    checker = incremental.Checker()
     assert checker.after_step(s, set()) == []
     gp = s.allgs[-1]
     gp.status, gp.waitreason = _Gwaiting, ""  # corrupt: waiting for nothing
@@ -130,7 +131,7 @@ def test_the_period_grows_with_the_records():
     """So that a full check's cost per step stays flat as Ms and goroutines are made."""
     w = _busy_world()
     s = w.sched
-    checker = invariants.Checker(min_period=4)
+    checker = incremental.Checker(min_period=4)
     checker.final(s)
     assert checker.full_at - checker.steps == len(s.allm) + len(s.allp) + len(s.allgs) // 4 > 4
-    assert invariants.Checker(min_period=1000).final(s) is not None
+    assert incremental.Checker(min_period=1000).final(s) is not None

@@ -25,8 +25,8 @@ from coordinator.faults.plan import FaultPlan
 from coordinator.observe.latency import Latency
 from coordinator.observe.report import FORKFAIL_CAUSES
 from coordinator.runtime import effects as fx
+from coordinator.runtime.checker import Checker
 from coordinator.runtime.core import BadEvent, schedinit, step
-from coordinator.runtime.invariants import Checker
 from coordinator.runtime.sysmon import sysmon_usleep
 from coordinator.shell.delivery import Delivery
 from protocol.codec import ProtocolError, decode, encode, encode_trusted
