@@ -505,7 +505,7 @@ def test_ctrl_c_storm_never_loses_the_report(tmp_path):
 
 def test_shm_room_says_when_dev_shm_is_full(tmp_path):
     """/dev/shm full at start: one line before anything is forked (a 64 KiB tmpfs stands in for it)."""
-    from coordinator.cli import shm_room
+    from coordinator.commands.run import shm_room
     mnt = tmp_path / "shm"
     mnt.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)]).returncode != 0:

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from coordinator.cli import check_port
+from coordinator.commands.run import check_port
 from coordinator.observe.metrics import MetricsExporter
 from coordinator.runtime import effects as fx
 from coordinator.runtime.sched import _Psyscall
