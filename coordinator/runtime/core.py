@@ -15,6 +15,7 @@ from coordinator.runtime import effects as fx
 from coordinator.runtime.chan import chanrecv, chansend
 from coordinator.runtime.lockosthread import LockOSThread, UnlockOSThread, goexit0, lockOSThread, unlockOSThread
 from coordinator.runtime.mdead import mdead, reforkm
+from coordinator.runtime.netpoll import netpollready
 from coordinator.runtime.proc import (
     addhost,
     allocm,
@@ -48,7 +49,6 @@ from coordinator.runtime.schedule import (
     goschedImpl,
     mstart1,
     mstartm0,
-    netpollready,
     newproc,
     newproc1,
     park_m,
