@@ -88,7 +88,10 @@ def test_a_locked_goroutine_that_exits_frees_its_m(binary, tmp_path):
                   '[programs.le]\nops = [["lock"], ["run", 200], ["exit"]]\n')
     run = go_run(binary, sc, tmp_path)
     assert run["outcome"] == "ok" and run["counts"] == "exact"
-    assert run["nmfreed"] == 3  # one per locked goroutine that exits (a wedged m0 included, as in Go)
+    # One per locked goroutine that exits (a wedged m0 included, as in Go); the last one's Done comes
+    # before its Goexit, so main may return and read the counts while that M is still on its way
+    # out (seen under load): 2 or 3, never more.
+    assert run["nmfreed"] in (2, 3), run
     wedged = 1 if run["m0_wedged"] else 0
     assert run["threads_end"] == run["mnext"] - run["nmfreed"] + wedged
 
