@@ -225,10 +225,11 @@ def test_partitioned_host_is_fenced_and_rejoins_fresh(lab, tmp_path, keys):
 @pytest.mark.timeout(60)
 def test_agent_that_gives_up_first_is_taken_back_fresh(lab, tmp_path, keys):
     """The other order: h2's agent stops hearing the coordinator for its 3 s while the coordinator
-    still hears h2. The coordinator is stopped (SIGSTOP) for 2.7 s (h1's agent, silent that long, keeps
-    0.3 s of margin under load), h2's link going down for the last 0.4 s of it and for 0.8 s more, so
-    the heartbeats the coordinator sends as it resumes cannot reach h2 (silent 3.5 s); h2's own
-    heartbeats, sent before its link went down, wait in the coordinator's socket. The agent ends its
+    still hears h2. The coordinator is stopped (SIGSTOP) for 2.2 s, so that h1's agent, whose last
+    heartbeat may have come up to 0.5 s before, stays under its 3 s; h2's link goes down for the last
+    0.4 s of the stop and 1.2 s after it, so the heartbeats the coordinator sends as it resumes cannot
+    reach h2 (silent at least 3.4 s); h2's own heartbeats, sent before its link went down, wait in the
+    coordinator's socket. The agent ends its
     Ms and says hello again; the coordinator, which has not cut h2 off, must cut it off then and take
     it back as a fresh host (not ignore the hello as a resend: h2 would stay unwelcomed, its Ms gone
     without a word)."""
@@ -240,12 +241,12 @@ def test_agent_that_gives_up_first_is_taken_back_fresh(lab, tmp_path, keys):
     wait_until(lambda: len(lab.pids(h2)) >= 3, 20, "Ms on h2")
     os.kill(coord.pid, signal.SIGSTOP)
     try:
-        time.sleep(2.3)
+        time.sleep(1.8)
         lab.partition(h2)
         time.sleep(0.4)
     finally:
         os.kill(coord.pid, signal.SIGCONT)
-    time.sleep(0.8)
+    time.sleep(1.2)
     lab.heal(h2)
     code = finish(coord, tmp_path, 40)
     for a in agents.values():
