@@ -2,9 +2,11 @@
 
 Why one declarative table (``MESSAGES``): the coordinator, the Ms and the host agents must
 agree on it exactly, and the codec derives its validators from it, so adding a message type
-is one line here and nothing else. Every message also carries the envelope ``v`` (protocol
-version), ``t`` (type), ``seq`` (sender's sequence number) and ``epoch`` (the sending M's
-incarnation; 0 from the coordinator or an agent); the codec checks those.
+is one line here (its fields, who sends it, what answers it) and its handler. The coordinator's
+lists of what an M or an agent may send, and the M's list of replies, are derived from it.
+Every message also carries the envelope ``v`` (protocol version), ``t`` (type), ``seq``
+(sender's sequence number) and ``epoch`` (the sending M's incarnation; 0 from the coordinator
+or an agent); the codec checks those.
 
 A field's type is a ``Kind``: a description for error messages plus a check that returns the
 value (normalised: an int where a float is expected becomes a float) or raises
@@ -15,7 +17,7 @@ Checks never modify their input: a value that needs normalising is copied.
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from protocol.ops import MAX_DURATION_US, MAX_GO
 
@@ -256,51 +258,82 @@ CONFIG = str_map(ANY, 64)
 
 # --- the catalogue ---------------------------------------------------------------------------
 
-MESSAGES: dict[str, dict[str, Kind]] = {
+class Message(NamedTuple):
+    """One row of the catalogue: its fields, who sends it, and the types that answer it."""
+    fields: dict[str, Kind]
+    by: frozenset[str]  # "m", "agent", "coordinator"
+    answer: frozenset[str]  # empty: nothing answers it
+
+
+def _row(by: str, answer: str, **fields: Kind) -> Message:
+    return Message(fields, frozenset(by.split()), frozenset(answer.split()))
+
+
+#: what answers an M's request (its process waits for one of them)
+REPLY = "execute cont park exit"
+REPLIES: frozenset[str] = frozenset(REPLY.split())
+
+CATALOGUE: dict[str, Message] = {
     # M -> coordinator
-    "hello": {"m": INT, "pid": INT, "host": STR, "started": FLOAT, "taint": STR},  # mstart: the new M runs
-    "woken": {"m": INT, "lat": FLOAT},  # notesleep returned; lat = s from the wake's send
-    "entersyscall": {"m": INT, "g": INT, "pos": POS, "cgo": BOOL},
-    "exitsyscall": {"m": INT, "g": INT},
-    "entersyscallblock": {"m": INT, "g": INT, "pos": POS},
-    "newproc": {"m": INT, "g": INT, "pos": POS, "prog": STR, "n": integer(1, MAX_GO)},
-    "lockosthread": {"m": INT, "g": INT, "pos": POS},
-    "unlockosthread": {"m": INT, "g": INT, "pos": POS},
-    "gopark": {"m": INT, "g": INT, "pos": POS, "reason": STR, "us": integer(0, MAX_DURATION_US)},
-    "gosched": {"m": INT, "g": INT, "pos": POS},
-    "runtime": {"m": INT, "g": INT, "pos": POS, "op": STR, "arg": STR},  # an op of ops.RUNTIME_OPS
-    "goexit": {"m": INT, "g": INT, "pos": POS},  # pos.pc == len(code): the goroutine returned
-    "forked": {"m": INT, "child": INT, "cepoch": NAT, "pid": INT},  # m: the forker, -1 for the agent
+    "hello": _row("m", REPLY, m=INT, pid=INT, host=STR, started=FLOAT, taint=STR),  # mstart: the new M runs
+    "woken": _row("m", REPLY, m=INT, lat=FLOAT),  # notesleep returned; lat = s from the wake's send
+    "entersyscall": _row("m", REPLY, m=INT, g=INT, pos=POS, cgo=BOOL),
+    "exitsyscall": _row("m", REPLY, m=INT, g=INT),
+    "entersyscallblock": _row("m", REPLY, m=INT, g=INT, pos=POS),
+    "newproc": _row("m", REPLY, m=INT, g=INT, pos=POS, prog=STR, n=integer(1, MAX_GO)),
+    "lockosthread": _row("m", REPLY, m=INT, g=INT, pos=POS),
+    "unlockosthread": _row("m", REPLY, m=INT, g=INT, pos=POS),
+    "gopark": _row("m", REPLY, m=INT, g=INT, pos=POS, reason=STR, us=integer(0, MAX_DURATION_US)),
+    "gosched": _row("m", REPLY, m=INT, g=INT, pos=POS),
+    "runtime": _row("m", REPLY, m=INT, g=INT, pos=POS, op=STR, arg=STR),  # an op of ops.RUNTIME_OPS
+    "goexit": _row("m", REPLY, m=INT, g=INT, pos=POS),  # pos.pc == len(code): the goroutine returned
+    # M or agent -> coordinator: m is the forker, -1 for the agent
+    "forked": _row("m agent", "", m=INT, child=INT, cepoch=NAT, pid=INT),
     # cause: "fault" (injected), "clone" (the real fork failed), "machine" (the machine-limit guard,
     # worker/machine_limits.py; limit: its line naming the limit, "" otherwise)
-    "forkfail": {"m": INT, "child": INT, "cepoch": NAT, "errno": INT, "tries": NAT, "cause": STR, "limit": STR},
-    "heartbeat": {"m": INT},
+    "forkfail": _row("m agent", "", m=INT, child=INT, cepoch=NAT, errno=INT, tries=NAT, cause=STR, limit=STR),
+    "heartbeat": _row("m agent coordinator", "", m=INT),  # the coordinator beats to agents (m -1)
     # coordinator -> M
     # replies name the request they answer (re = its seq): a late duplicate is never taken for the
     # answer to the next request
-    "execute": {"re": NAT, "g": INT, "prog": STR, "pos": POS, "forks": FORKS},
-    "cont": {"re": NAT, "forks": FORKS},
-    "park": {"re": NAT, "forks": FORKS},
-    "wake": {"nextp": INT, "sent": FLOAT},
-    "preempt": {"g": INT},
-    "exit": {"re": NAT},
-    "shutdown": {},
+    "execute": _row("coordinator", "", re=NAT, g=INT, prog=STR, pos=POS, forks=FORKS),
+    "cont": _row("coordinator", "", re=NAT, forks=FORKS),
+    "park": _row("coordinator", "", re=NAT, forks=FORKS),
+    "wake": _row("coordinator", "woken", nextp=INT, sent=FLOAT),
+    "preempt": _row("coordinator", "", g=INT),  # answered by any sign of life of the M
+    "exit": _row("coordinator", "", re=NAT),
+    "shutdown": _row("coordinator", ""),  # to an M or an agent (the agent: mexited m=-1, then bye)
     # agent -> coordinator
-    "agent_hello": {"host": STR, "pid": integer(1), "arena": STR, "slot_size": integer(1, MAX_SLOT_SIZE),
-                    "slots": integer(1, MAX_SLOTS)},
+    "agent_hello": _row("agent", "welcome", host=STR, pid=integer(1), arena=STR,
+                        slot_size=integer(1, MAX_SLOT_SIZE), slots=integer(1, MAX_SLOTS)),
     # status: exit code, -N for signal N, None-like -256 when not our child; frames: its g0 stack
-    "mexited": {"m": INT, "pid": INT, "status": INT, "frames": list_of(FRAME, 256)},
-    "bye": {"host": STR, "processes": NAT, "shm_segments": NAT},  # shutdown done: what it left
+    "mexited": _row("agent", "ack", m=INT, pid=INT, status=INT, frames=list_of(FRAME, 256)),
+    "bye": _row("agent", "", host=STR, processes=NAT, shm_segments=NAT),  # shutdown done: what it left
     # coordinator -> agent
-    "welcome": {"programs": PROGRAMS, "timescale": FLOAT, "config": CONFIG},
-    "newosproc": {"fork": FORK},
-    "stackfree": {"slot": INT, "m": INT},
-    "watch": {"m": INT, "pid": INT, "slot": INT},
-    "signal": {"m": INT, "pid": INT, "sig": integer(1, 64)},  # fault injection: kill/stop/cont an M
+    "welcome": _row("coordinator", "", programs=PROGRAMS, timescale=FLOAT, config=CONFIG),
+    "newosproc": _row("coordinator", "forked forkfail", fork=FORK),
+    "stackfree": _row("coordinator", "", slot=INT, m=INT),
+    "watch": _row("coordinator", "ack", m=INT, pid=INT, slot=INT),
+    "signal": _row("coordinator", "ack", m=INT, pid=INT, sig=integer(1, 64)),  # fault injection: kill/stop/cont an M
     # any direction
-    "ack": {"re": INT},
+    "ack": _row("agent coordinator", "", re=INT),
 }
 
+#: the fields of each message type (what the codec checks)
+MESSAGES: dict[str, dict[str, Kind]] = {t: row.fields for t, row in CATALOGUE.items()}
+
+
+def sent_by(who: str) -> frozenset[str]:
+    """The message types `who` ("m", "agent", "coordinator") sends."""
+    return frozenset(t for t, row in CATALOGUE.items() if who in row.by)
+
+
+M_SENDS: frozenset[str] = sent_by("m")
+AGENT_SENDS: frozenset[str] = sent_by("agent")
+#: an M's requests: each gets exactly one reply (REPLIES)
+M_REQUESTS: frozenset[str] = frozenset(t for t in M_SENDS if CATALOGUE[t].answer == REPLIES)
+#: the requests about the M's current goroutine
+G_REQUESTS: frozenset[str] = frozenset(t for t in M_REQUESTS if "g" in CATALOGUE[t].fields)
 TYPES: frozenset[str] = frozenset(MESSAGES)
 
 

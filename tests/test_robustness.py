@@ -88,8 +88,7 @@ VERSIONS = [2, -1, 0, 3, 255, 2 ** 63, -(2 ** 63), "1", 1.0, True, None, [1], b"
 UNKNOWN_TYPES = ["", "nope", "HELLO", "hello ", "hello\x00", "welcome2", "_from", "v", "ack" * 100, 1, None,
                  True, 1.5, ["hello"], {"t": "hello"}, b"hello"]
 # What an M may send (the coordinator's M_TYPES): what the forged Ms send to reach its handlers.
-_M_TYPES = {"hello", "woken", "entersyscall", "exitsyscall", "entersyscallblock", "newproc", "lockosthread",
-            "unlockosthread", "gopark", "gosched", "goexit", "forked", "forkfail", "heartbeat"}
+_M_TYPES = pm.M_SENDS
 
 
 def _int_kind(kind: pm.Kind) -> tuple[int, int] | None:
@@ -231,7 +230,7 @@ class Fuzzer:
         r = self.rng
         who = r.choice(["m9999", "m0", "agent", "agent"])
         if who == "agent":
-            t = r.choice(["agent_hello", "agent_hello", "mexited", "forked", "forkfail", "ack"])
+            t = r.choice(["agent_hello", *sorted(pm.AGENT_SENDS - {"heartbeat", "bye"})])
             msg = self.message(t, epoch=r.choice([0, 1, r.randint(0, pm.INT64_MAX)]))
             if t == "agent_hello":
                 msg.update(host=r.choice(["local", "local", "other"]),

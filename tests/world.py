@@ -38,14 +38,14 @@ from coordinator.runtime import invariants
 from coordinator.runtime.core import schedinit, step
 from coordinator.runtime.sched import G, _Gdead, _Grunning, _Gsyscall, isSystemGoroutine
 from coordinator.runtime.sysmon import sysmon_usleep
+from protocol.messages import G_REQUESTS, M_REQUESTS
 from protocol.ops import RUNTIME_OPS, advance, compile_programs
 
 FORKED, RUNNING, SYSCALL, PARKED, EXITED, GONE = "forked", "running", "syscall", "parked", "exited", "gone"
 
 #: events an M process sends about its current goroutine (they get exactly one reply)
-G_EVENTS = frozenset({"entersyscall", "exitsyscall", "entersyscallblock", "newproc", "lockosthread",
-                      "unlockosthread", "gopark", "gosched", "goexit", "runtime"})
-M_EVENTS = G_EVENTS | {"hello", "woken"}
+G_EVENTS = G_REQUESTS
+M_EVENTS = M_REQUESTS  # G_EVENTS, hello, woken
 
 #: Fatal messages that are legitimate Go outcomes (each still checked by `legit_fatal`)
 LEGIT_FATALS = ("all goroutines are asleep - deadlock!", "no goroutines (main called runtime.Goexit) - deadlock!",

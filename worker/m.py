@@ -26,6 +26,7 @@ import zmq
 from setproctitle import setproctitle
 
 from protocol.codec import ProtocolError, decode, encode
+from protocol.messages import REPLIES
 from protocol.throw import Throw
 from protocol.timing import RETRY_ON_EAGAIN_TRIES
 from protocol.transport import dealer, m_identity
@@ -39,7 +40,6 @@ log = logging.getLogger("gmpsim.m")
 GUARD_CHECK_MS = 500  # how often a blocked M looks whether the coordinator is still there
 RETRY_FIRST_MS, RETRY_MAX_MS = 50, 800  # resending an unanswered request (a round trip is ~0.2 ms)
 
-REPLIES = frozenset({"execute", "cont", "park", "exit"})
 
 
 @dataclass

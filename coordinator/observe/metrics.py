@@ -29,9 +29,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from coordinator.observe.observer import Observer
 from coordinator.runtime import effects as fx
 from coordinator.runtime.sched import _Psyscall
-from coordinator.shell.loop import Observer
 
 # newm -> mstart of a forked Python process: a few ms on an idle machine, far more under load.
 M_CREATION_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)

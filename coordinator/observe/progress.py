@@ -12,8 +12,8 @@ terminal, not on a pipe or a file, and not with --no-progress.
 """
 from __future__ import annotations
 
+from coordinator.observe.observer import Observer
 from coordinator.runtime.sched import _Psyscall
-from coordinator.shell.loop import Observer
 
 REFRESH_S = 0.125  # at most 8 redraws a second
 

@@ -11,10 +11,11 @@ FORKFAIL_CAUSES = ("fault", "clone", "machine")  # newosproc failed: injected, t
 SCHEMA = "gmpsim.report/1"
 
 
-def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
-    sched = coord.sched if coord is not None else None
+def build_report(sc, res, out, leaks: dict, wall_s: float) -> dict:
+    """res: the run's shell.result.RunResult (None: the run never got a coordinator)."""
+    sched = res.sched if res is not None else None
     st = sched.stats if sched is not None else {}
-    rec = coord.rec if coord is not None else None
+    rec = res.rec if res is not None else None
     created = st.get("goroutines_created", 0)
     completed = st.get("goroutines_completed", 0)
     # A fatal run ends every goroutine with the process, as Go's does: none is lost then.
@@ -43,7 +44,7 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
             "mnext": sched.mnext if sched is not None else 0,
             "nmfreed": sched.nmfreed if sched is not None else 0,
             "allm": len(sched.allm) if sched is not None else 0,
-            "peak": coord.peak_mcount if coord is not None else 0,
+            "peak": res.peak_mcount if res is not None else 0,
             "reused": st.get("mget", 0),
             "via_template": st.get("via_template", 0),
             "exited": st.get("ms_exited", 0),
@@ -65,23 +66,23 @@ def build_report(sc, coord, out, leaks: dict, wall_s: float) -> dict:
         "protocol": {"events": rec.events if rec else 0, "bad_frames": rec.bad_frames if rec else 0,
                      "bad_events": rec.bad_events if rec else 0, "refused": rec.refused if rec else 0,
                      "hello_missing": rec.hello_missing if rec else 0,
-                     "resent": coord.delivery.resent if coord else 0,
-                     "duplicates": coord.delivery.duplicates if coord else 0},
+                     "resent": res.resent if res else 0,
+                     "duplicates": res.duplicates if res else 0},
         "agent_restarts": rec.agent_restarts if rec else [],  # host agents restarted mid-run
-        "faults": coord.inject.records if coord else [],
-        "faults_summary": coord.inject.summary() if coord else {},
+        "faults": res.faults if res else [],
+        "faults_summary": res.faults_summary if res else {},
         "recovery_policy": "a dead or fenced M's goroutine is requeued on the global run queue and its "
                            "P handed off (gmpsim's policy; Go has no such path)",
-        "invariants": {"checked": coord.invariants["checked"] if coord else 0,
-                       "violations": coord.invariants["violations"][:20] if coord else []},
+        "invariants": {"checked": res.invariants["checked"] if res else 0,
+                       "violations": res.invariants["violations"][:20] if res else []},
         "deaths": rec.deaths if rec else [],
         # + unknown_hosts, when some host could not say what it left (cut off, its agent killed)
         "leaks": {"processes": leaks["processes"], "shm_segments": leaks["shm_segments"],
                   **({"unknown_hosts": leaks["unknown_hosts"]} if leaks.get("unknown_hosts") else {})},
         "threads": sorted(rec.threads.values(), key=lambda t: t["m"]) if rec else [],
         "wall_s": round(wall_s, 3),
-        "run_s": round(coord.run_s, 3) if coord is not None else 0.0,
-        "busy_s": round(coord.run_s - coord.idle_s, 3) if coord is not None else 0.0,
+        "run_s": round(res.run_s, 3) if res is not None else 0.0,
+        "busy_s": round(res.run_s - res.idle_s, 3) if res is not None else 0.0,
     }
 
 

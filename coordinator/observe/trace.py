@@ -32,9 +32,9 @@ import json
 import math
 import os
 
+from coordinator.observe.observer import Observer
 from coordinator.runtime import effects as fx
 from coordinator.runtime.sched import _Grunning, _Gsyscall, _Psyscall
-from coordinator.shell.loop import Observer
 
 SCHEMA = "gmpsim.trace/1"
 MAX_EVENTS = 2_000_000

@@ -150,16 +150,16 @@ def count_leaks(pids, shm_names) -> dict:
     return {"processes": len(procs), "shm_segments": len(shm), "pids": procs, "segments": shm}
 
 
-def remote_leaks(coord) -> dict:
+def remote_leaks(res) -> dict:
     """Across hosts each agent counts what it left behind and says so in its goodbye; an agent that
-    never said goodbye counts as one process left."""
-    if coord is None:
+    never said goodbye counts as one process left. res: the run's RunResult (None: no run)."""
+    if res is None:
         return {"processes": 0, "shm_segments": 0, "pids": [], "segments": [], "unknown_hosts": []}
-    procs = sum(b["processes"] for b in coord.byes.values())
-    shm = sum(b["shm_segments"] for b in coord.byes.values())
-    silent = [h for h, up in coord.agent_up.items() if up and h not in coord.byes]
+    procs = sum(b["processes"] for b in res.byes.values())
+    shm = sum(b["shm_segments"] for b in res.byes.values())
+    silent = [h for h, up in res.agent_up.items() if up and h not in res.byes]
     # A host cut off (or whose agent was killed) and never back cannot say what it left: unknown.
-    unknown = sorted(h for h in coord.agent_up if h not in coord.byes)
+    unknown = sorted(h for h in res.agent_up if h not in res.byes)
     return {"processes": procs + len(silent), "shm_segments": shm, "pids": [], "segments": [],
             "silent_hosts": silent, "unknown_hosts": unknown}
 
@@ -210,7 +210,7 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
         # Accepted: the public keys (*.key) in `keys`; a Kubernetes Secret mount's ..data folder and
         # symlinks are fine.
         auth.configure_curve(domain="*", location=keys)
-    coord = None
+    coord = res = None
     out = Outcome("aborted", reason="did not start")
     try:
         try:
@@ -252,11 +252,12 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
         finally:
             # Whatever happened above, nothing of the run stays: count what its own shutdown left
             # (the report says so), then end it.
-            pids = list(coord.rec.pids.values()) if coord is not None else []
+            res = coord.result() if coord is not None else None
+            pids = list(res.rec.pids.values()) if res is not None else []
             pids += agents.all_pids()
-            shm = [a["arena"] for a in coord.agents.values()] if coord is not None else []
+            shm = list(res.arenas) if res is not None else []
             shm += [arena_name(run_id, host) for host in agents.procs]  # said hello or not
-            leaks = count_leaks(pids, shm) if listen is None else remote_leaks(coord)
+            leaks = count_leaks(pids, shm) if listen is None else remote_leaks(res)
             if listen is None and (leaks["processes"] or leaks["shm_segments"]):
                 log.error("left behind after shutdown: pids %s, segments %s; sweeping them",
                           leaks["pids"], leaks["segments"])
@@ -271,7 +272,7 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     if interrupted and out.outcome != "ok":
         out = Outcome("aborted", reason="interrupted")
     wall_s = time.monotonic() - wall0
-    report = build_report(sc, coord, out, leaks, wall_s)
+    report = build_report(sc, res, out, leaks, wall_s)
     if tracer.written and interrupted:  # Ctrl-C / SIGTERM: out quickly (matplotlib takes seconds)
         log.info("threads.png not drawn (interrupted); `gmpsim plot %s` draws it", out_dir)
     elif tracer.written:
