@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from coordinator.faults.plan import FaultError, FaultSpec, fault_from_table
+from coordinator.faults.language import FaultError, FaultSpec, fault_from_table
 from coordinator.runtime.sysmon import USLEEP_SLACK_US
 from protocol.messages import MAX_SLOTS
 from protocol.ops import OpError, compile_programs, format_value
@@ -205,7 +205,7 @@ def _program_sources(value: Any) -> dict[str, Any]:
 
 
 def _faults(value: Any) -> tuple[FaultSpec, ...]:
-    """``[[faults]]`` tables -> FaultSpecs (``coordinator.faults.plan``), each error naming ``faults[i].key``."""
+    """``[[faults]]`` tables -> FaultSpecs (``coordinator.faults.language``), each error naming ``faults[i].key``."""
     if not isinstance(value, list):
         raise _Invalid("faults", f"expected an array of [[faults]] tables, got {format_value(value)}")
     specs = []

@@ -18,7 +18,7 @@ from setproctitle import setproctitle
 
 from coordinator.commands import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_OK, EXIT_UNEXPECTED
 from coordinator.commands.network import check_security, warn_insecure
-from coordinator.faults.plan import FaultError, parse_fault
+from coordinator.faults.language import FaultError, parse_fault
 from coordinator.observe.metrics import MetricsExporter
 from coordinator.observe.progress import LiveProgress
 from coordinator.observe.report import summary, write_report
