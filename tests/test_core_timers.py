@@ -10,19 +10,8 @@ from coordinator.runtime.proc import handoffp, pidleget
 from coordinator.runtime.sched import G, _Gwaiting, _Pidle
 from coordinator.runtime.timers import doaddtimer
 
+from .steps import WORKER, of, started
 from .world import World
-
-WORKER = {"main": [["run", 1]], "worker": [["run", 1]]}
-
-
-def of(effects, kind):
-    return [e for e in effects if isinstance(e, kind)]
-
-
-def started(**kw) -> World:
-    w = World(WORKER, **kw)
-    assert w.hello(0) == [fx.Execute(0, 1)]
-    return w
 
 
 def test_one_p_sleep_blocks_m0_in_netpoll_until_the_timer():

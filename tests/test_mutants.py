@@ -18,25 +18,16 @@ from coordinator.runtime.checkdead import checkdead
 from coordinator.runtime.sched import G, _Grunnable, _Gwaiting, _Prunning, _Psyscall, forcePreemptNS, syscallLazyNS
 from coordinator.runtime.schedule import newproc
 
+from . import steps
+from .steps import of, warm
 from .world import RUNNING, World
 
 PROGS = {"main": [["run", 1]], "w": [["run", 1]]}
 
 
 def started(**kw) -> World:
-    w = World(PROGS, **kw)
-    assert w.hello(0) == [fx.Execute(0, 1)]
-    return w
+    return steps.started(PROGS, **kw)
 
-
-def of(effects, kind):
-    return [e for e in effects if isinstance(e, kind)]
-
-
-def warm(w: World, m: int) -> None:
-    """One syscall round trip, so that the P's syscalltick is no longer 0."""
-    w.entersyscall(m)
-    w.exitsyscall(m)
 
 
 def busy(w: World, n: int) -> list[int]:
