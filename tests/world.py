@@ -39,7 +39,8 @@ from coordinator.runtime.core import schedinit, step
 from coordinator.runtime.sched import G, _Gdead, _Grunning, _Gsyscall, isSystemGoroutine
 from coordinator.runtime.sysmon import sysmon_usleep
 from protocol.messages import G_REQUESTS, M_REQUESTS
-from protocol.ops import RUNTIME_OPS, advance, compile_programs
+from protocol.ops import compile_programs
+from protocol.stepper import EXITSYSCALL, SYSCALL_ENTRIES, Request, Step, next_step
 
 FORKED, RUNNING, SYSCALL, PARKED, EXITED, GONE = "forked", "running", "syscall", "parked", "exited", "gone"
 
@@ -76,8 +77,7 @@ class Proc:
     pos: tuple = (0, (), 0)
     token: int = 0
     run_end: int | None = None  # end (ns) of the "run" op being computed
-    run_at: tuple | None = None  # (pc, loops) of that op
-    syscall_cgo: bool = False
+    run_at: Step | None = None  # that op's step (where it yields if preempted)
     locks: int = 0  # LockOSThread calls not undone on this thread (Go's m.lockedExt, kept on exit)
 
 
@@ -224,37 +224,45 @@ class World:
         p.state = GONE
         return self.deliver({"t": "mexited", "m": m, "pid": p.pid, "status": 0})
 
-    def send(self, m: int, t: str, reply_state: str = RUNNING, at=None, **fields) -> list:
-        """An M's message about its goroutine: m, epoch, g (and pos when `at` is given)."""
-        p = self._proc(m, SYSCALL if t == "exitsyscall" else RUNNING)
+    def send(self, m: int, t: str, at=None, **fields) -> list:
+        """An M's message about its goroutine: m, epoch, g (and pos when `at` is given). A Cont
+        leaves it in a syscall after entersyscall*, else running."""
+        p = self._proc(m, SYSCALL if t == EXITSYSCALL.t else RUNNING)
         ev = {"t": t, "m": m, "epoch": p.epoch, "g": p.g, **fields}
         if at is not None:
             ev["pos"] = at
         p.state = "sending"
         p.preempt = None if t == "gosched" else p.preempt
-        return self.deliver(ev, reply_state)
-
-    def newproc(self, m: int, prog: str, n: int = 1, at=None) -> list:
-        out = self.send(m, "newproc", at=at or pos(), prog=prog, n=n)
-        if not prog.startswith("runtime."):  # isSystemGoroutine: not counted as created
-            self.created += n
+        if t == "lockosthread":  # the thread's own count of LockOSThread calls (_check_fork)
+            p.locks += 1
+        elif t == "unlockosthread":
+            p.locks = max(0, p.locks - 1)
+        out = self.deliver(ev, SYSCALL if t in SYSCALL_ENTRIES else RUNNING)
+        if t == "newproc" and not fields["prog"].startswith("runtime."):  # isSystemGoroutine: not counted
+            self.created += fields["n"]
         return out
 
+    def request(self, m: int, req: Request) -> list:
+        """An M's request about its goroutine as the op stepper makes it (protocol/stepper.py)."""
+        fields = dict(req.fields)
+        return self.send(m, req.t, at=fields.pop("pos", None), **fields)
+
+    def newproc(self, m: int, prog: str, n: int = 1, at=None) -> list:
+        return self.send(m, "newproc", at=at or pos(), prog=prog, n=n)
+
     def entersyscall(self, m: int, cgo: bool = False, at=None) -> list:
-        return self.send(m, "entersyscall", SYSCALL, at=at or pos(), cgo=cgo)
+        return self.send(m, "entersyscall", at=at or pos(), cgo=cgo)
 
     def entersyscallblock(self, m: int, at=None) -> list:
-        return self.send(m, "entersyscallblock", SYSCALL, at=at or pos())
+        return self.send(m, "entersyscallblock", at=at or pos())
 
     def exitsyscall(self, m: int) -> list:
-        return self.send(m, "exitsyscall")
+        return self.send(m, EXITSYSCALL.t)
 
     def lock(self, m: int, at=None) -> list:
-        self.procs[m].locks += 1
         return self.send(m, "lockosthread", at=at or pos())
 
     def unlock(self, m: int, at=None) -> list:
-        self.procs[m].locks = max(0, self.procs[m].locks - 1)
         return self.send(m, "unlockosthread", at=at or pos())
 
     def gopark(self, m: int, reason: str, us: int = 0, at=None) -> list:
@@ -592,69 +600,38 @@ class World:
             p = self.procs[m]
             if p.state == RUNNING and p.run_end is not None and p.run_end > self.now:
                 left = -(-(p.run_end - self.now) // 1000)
-                pc, loops = p.run_at
+                step = p.run_at
                 p.run_end = p.run_at = None
-                self.gosched(m, at=pos(pc, loops, left))
+                self.request(m, step.preempted(left))
         elif kind == "exitsyscall":
             if self.procs[m].state == SYSCALL:
-                self.exitsyscall(m)
+                self.request(m, EXITSYSCALL)
         else:
             raise WorldError(f"world: unknown agenda entry {kind}")
 
     def _dry_op(self, m: int) -> None:
-        """The goroutine running on M m goes on from p.pos: do ops until one needs the core."""
+        """The goroutine running on M m goes on from p.pos: the op stepper's next step
+        (protocol/stepper.py), with its time passing on the virtual clock."""
         p = self.procs[m]
         if p.state != RUNNING:
             return
-        code = self.programs[self.g(p.g).prog]
-        pc, loops, left = p.pos
         if p.run_end is not None:  # the "run" op in progress has ended
             p.run_end = p.run_at = None
-        pc, loops = advance(code, pc, loops)
-        if pc >= len(code):
-            self.goexit(m, at=pos(pc, loops))
-            return
-        op = code[pc]
-        name = op[0]
-        npc, nloops = advance(code, pc + 1, loops)
-        after = pos(npc, nloops)
-        if name == "run":
-            us = left or op[1]
-            p.pos = (npc, tuple(nloops), 0)
-            if us == 0:
+        step = next_step(self.programs[self.g(p.g).prog], *p.pos)
+        if not step.ends:
+            p.pos = (step.next_pc, tuple(step.next_loops), 0)
+        if step.request is None:  # a run op: it holds the P for run_us, unless preempted
+            if step.run_us == 0:
                 self._plan(m, "op", self.now)
                 return
-            p.run_end, p.run_at = self.now + us * 1000, (pc, tuple(loops))
+            p.run_end, p.run_at = self.now + step.run_us * 1000, step
             self._plan(m, "op", p.run_end)
             if p.preempt == p.g:  # a preemption request already pending: yield at once
                 self._plan(m, "gosched", self.now)
-        elif name in ("syscall", "cgo", "syscallblock"):
-            p.pos = (npc, tuple(nloops), 0)
-            if name == "syscallblock":
-                self.entersyscallblock(m, at=after)
-            else:
-                self.entersyscall(m, cgo=name == "cgo", at=after)
-            if self.procs[m].state == SYSCALL:
-                self._plan(m, "exitsyscall", self.now + op[1] * 1000)
-        elif name == "go":
-            p.pos = (npc, tuple(nloops), 0)
-            self.newproc(m, op[1], op[2], at=after)
-        elif name == "lock":
-            p.pos = (npc, tuple(nloops), 0)
-            self.lock(m, at=after)
-        elif name == "unlock":
-            p.pos = (npc, tuple(nloops), 0)
-            self.unlock(m, at=after)
-        elif name in ("sleep", "park", "wait"):
-            p.pos = (npc, tuple(nloops), 0)
-            self.gopark(m, name, op[1] if name == "sleep" else 0, at=after)
-        elif name in RUNTIME_OPS:
-            p.pos = (npc, tuple(nloops), 0)
-            self.runtime(m, name, op[1] if len(op) > 1 else "", at=after)
-        elif name == "exit":
-            self.goexit(m, at=pos(pc, loops))
-        else:
-            raise WorldError(f"world: unknown op {op}")
+            return
+        self.request(m, step.request)
+        if step.block_us is not None and self.procs[m].state == SYSCALL:  # the call blocks, then exitsyscall
+            self._plan(m, "exitsyscall", self.now + step.block_us * 1000)
 
     def outcome(self) -> str:
         """"ok", "fatal: <message>", "unfinished" (run() spent its steps), or "stuck" (nothing left
