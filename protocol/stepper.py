@@ -1,7 +1,7 @@
 """The op stepper: what a goroutine does next, as data, for everything that runs goroutine programs.
 
 The real M (worker/run_ops.py: real time passes), the load generator (coordinator/bench/loadgen.py:
-no time passes) and the test World (tests/world.py: a virtual clock) all call `next_step` and
+no time passes) and the test World (tests/world_dryrun.py: a virtual clock) all call `next_step` and
 differ only in how time passes. Given a program's flat code and a goroutine's position
 (pc, loops, left), it steps over control instructions to the next op (protocol/ops.py TABLE) and
 says what that op asks of the scheduler: the request (message type and fields, in the order they
