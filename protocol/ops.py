@@ -7,19 +7,11 @@ body); the compiled form is FLAT, so that where a goroutine stands is just
 (innermost last) and the time left in the current timed op.  That triple is small, msgpack
 friendly, and lets a goroutine be descheduled on one M and resumed on another.
 
-Source ops (durations are microseconds of Go time, whole numbers >= 0)::
-
-    ["run", us]            compute while holding the P
-    ["syscall", us]        a blocking syscall (entersyscall ... exitsyscall)
-    ["syscallblock", us]   entersyscallblock: the P is handed off at once
-    ["cgo", us]            a cgo call
-    ["go", "program", n]   start n >= 1 goroutines running that program (newproc)
-    ["lock"] / ["unlock"]  LockOSThread / UnlockOSThread
-    ["sleep", us]          gopark with a timer
-    ["park"]               gopark forever
-    ["wait"]               park until every goroutine this one started has exited
-    ["exit"]               runtime.Goexit
-    ["repeat", n, [ops]]   run the body n >= 0 times (nested at most 16 deep)
+Every op is one row of ``TABLE``: how it is written (its arguments, checked by the compiler) and
+what it asks of the scheduler (the request an M sends, its fields, the Go function the M sends
+it from); the names, arities and usages below, the compiler and the op stepper
+(protocol/stepper.py, which the M, the load generator and the test World all run) derive from it.
+Durations are microseconds of Go time, whole numbers >= 0.
 
 Compiled form: plain ops are copied as lists; ``["repeat", n, body]`` becomes
 ``["rep", n, end_pc]``, the compiled body, ``["endrep", body_start_pc]``.  A repeat that can
@@ -32,53 +24,81 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from typing import NamedTuple
 
-#: op name -> number of arguments after the name, in the source form.
-OPS: dict[str, int] = {
-    "run": 1,
-    "syscall": 1,
-    "syscallblock": 1,
-    "cgo": 1,
-    "go": 2,
-    "lock": 0,
-    "unlock": 0,
-    "sleep": 1,
-    "park": 0,
-    "wait": 0,
-    "exit": 0,
-    "repeat": 2,
+
+def _no_fields(op: list) -> dict:
+    return {}
+
+
+class Op(NamedTuple):
+    """One row of the vocabulary: its arguments, and the request an M sends for it (the message
+    ``request`` with ``pos``, where the goroutine goes on, then ``fields(op)``)."""
+    args: tuple[str, ...]  # the arguments after the name, by kind (ARGS: how each is checked and written)
+    request: str = ""  # the message it sends; "" for repeat, which is control flow (rep/endrep)
+    frame: str = ""  # the g0 systemstack frame the M sends it from: Go's function ("": the goroutine's stack)
+    fields: Callable[[list], dict] = _no_fields  # the request's own fields, from the compiled op
+    computes: bool = False  # holds the P for its µs first; it sends its request only when preempted
+    blocks: bool = False  # a system call: after the request's cont the M blocks its µs, then exitsyscall
+    ends: bool = False  # the goroutine ends: the request's pos is the op's own, its reply goes to schedule
+    runtime: bool = False  # the runtime's own (see RUNTIME_OPS)
+
+
+def _runtime_fields(op: list) -> dict:
+    return {"op": op[0], "arg": op[1] if len(op) > 1 else ""}
+
+
+#: op name -> its row. The frame names are the worker's g0 frames (seen in post-mortems and tests).
+TABLE: dict[str, Op] = {
+    # ["run", us]: compute while holding the P; preempted (sysmon's retake → preemptone), the
+    # goroutine yields at its own pc with the µs left: gopreempt_m → goschedImpl
+    "run": Op(("us",), "gosched", "runtime.gopreempt_m", computes=True),
+    # ["syscall", us]: a blocking syscall, entersyscall ... exitsyscall
+    "syscall": Op(("us",), "entersyscall", "runtime.entersyscall", lambda op: {"cgo": False}, blocks=True),
+    # ["syscallblock", us]: entersyscallblock: the P is handed off at once
+    "syscallblock": Op(("us",), "entersyscallblock", "runtime.entersyscallblock", blocks=True),
+    # ["cgo", us]: a cgo call: cgocall sets m.incgo, then entersyscall
+    "cgo": Op(("us",), "entersyscall", "runtime.entersyscall", lambda op: {"cgo": True}, blocks=True),
+    # ["go", "program", n]: start n >= 1 goroutines running that program (newproc)
+    "go": Op(("program", "goroutines"), "newproc", "runtime.newproc", lambda op: {"prog": op[1], "n": op[2]}),
+    # ["lock"] / ["unlock"]: LockOSThread / UnlockOSThread
+    "lock": Op((), "lockosthread"),
+    "unlock": Op((), "unlockosthread"),
+    # ["sleep", us]: gopark with a timer (park_m)
+    "sleep": Op(("us",), "gopark", "runtime.park_m", lambda op: {"reason": "sleep", "us": op[1]}),
+    # ["park"]: gopark forever
+    "park": Op((), "gopark", "runtime.park_m", lambda op: {"reason": "park", "us": 0}),
+    # ["wait"]: park until every goroutine this one started has exited
+    "wait": Op((), "gopark", "runtime.park_m", lambda op: {"reason": "wait", "us": 0}),
+    # ["exit"]: runtime.Goexit: goexit1 → goexit0
+    "exit": Op((), "goexit", "runtime.goexit0", ends=True),
+    # ["repeat", n, [ops]]: run the body n >= 0 times (nested at most 16 deep)
+    "repeat": Op(("times", "body")),
 }
+# The runtime's own ops (name -> argument kinds): only the runtime's programs use them
+# (coordinator/runtime/runtime_main.py; their names hold a dot, which no scenario program name can):
+# a scenario that writes one gets "unknown op". An M sends each as a "runtime" message (op, arg)
+# from the g0 frame "runtime." + its name.
+_RUNTIME_ARGS: dict[str, tuple[str, ...]] = {
+    "lockOSThread": (),  # proc.go lockOSThread: m.lockedInt++ (runtime.main during init)
+    "unlockOSThread": (),  # proc.go unlockOSThread
+    "chansend": ("chan",),  # c <- v on a runtime channel (arg: its name); a buffered channel of chan.go
+    "chanrecv": ("chan",),  # <-c
+    "gopark": ("reason",),  # gopark(..., reason) with Go's wait reason string (arg)
+    "startTemplateThread": (),  # proc.go startTemplateThread (runtime.main of a cgo binary)
+}
+TABLE.update({name: Op(args, "runtime", "runtime." + name, _runtime_fields, runtime=True)
+              for name, args in _RUNTIME_ARGS.items()})
+
+#: op name -> number of arguments after the name, in the source form (the ops a scenario may write).
+OPS: dict[str, int] = {name: len(row.args) for name, row in TABLE.items() if not row.runtime}
 
 #: ops whose single argument is a duration in Go microseconds.
-TIMED: frozenset[str] = frozenset({"run", "syscall", "syscallblock", "cgo", "sleep"})
+TIMED: frozenset[str] = frozenset(name for name, row in TABLE.items() if row.args == ("us",))
 
-#: how each op is written, for error messages.
-USAGE: dict[str, str] = {
-    "run": '["run", us]',
-    "syscall": '["syscall", us]',
-    "syscallblock": '["syscallblock", us]',
-    "cgo": '["cgo", us]',
-    "go": '["go", "program", n]',
-    "lock": '["lock"]',
-    "unlock": '["unlock"]',
-    "sleep": '["sleep", us]',
-    "park": '["park"]',
-    "wait": '["wait"]',
-    "exit": '["exit"]',
-    "repeat": '["repeat", n, [ops...]]',
-}
-
-#: The runtime's own ops (op name -> number of arguments). Only the runtime's programs use them
-#: (coordinator/runtime/runtime_main.py; their names hold a dot, which no scenario program name can): a
-#: scenario that writes one gets "unknown op". An M sends each as a "runtime" message (op, arg).
-RUNTIME_OPS: dict[str, int] = {
-    "lockOSThread": 0,  # proc.go lockOSThread: m.lockedInt++ (runtime.main during init)
-    "unlockOSThread": 0,  # proc.go unlockOSThread
-    "chansend": 1,  # c <- v on a runtime channel (arg: its name); a buffered channel of chan.go
-    "chanrecv": 1,  # <-c
-    "gopark": 1,  # gopark(..., reason) with Go's wait reason string (arg)
-    "startTemplateThread": 0,  # proc.go startTemplateThread (runtime.main of a cgo binary)
-}
+#: the runtime's own ops (op name -> number of arguments).
+RUNTIME_OPS: dict[str, int] = {name: len(row.args) for name, row in TABLE.items() if row.runtime}
 
 MAX_INSTRUCTIONS = 100_000
 MAX_REPEAT = 10**7
@@ -136,6 +156,35 @@ def check_program_name(name: object, path: str) -> None:
         )
 
 
+def _check_goroutines(value: object, path: str) -> None:
+    if not _is_int(value) or not 1 <= value <= MAX_GO:
+        raise OpError(path, f"expected a whole number of goroutines from 1 to {MAX_GO}, got {format_value(value)}")
+
+
+def _check_times(value: object, path: str) -> None:
+    if not _is_int(value) or not 0 <= value <= MAX_REPEAT:
+        raise OpError(path, f"expected a repeat count from 0 to {MAX_REPEAT}, got {format_value(value)}")
+
+
+class Arg(NamedTuple):
+    """A kind of argument: how USAGE writes it and how the compiler checks it (raising OpError)."""
+    written: str
+    check: Callable[[object, str], None] | None  # None: checked where it is used (a repeat's body)
+
+
+ARGS: dict[str, Arg] = {
+    "us": Arg("us", _check_duration),
+    "program": Arg('"program"', check_program_name),  # a "go" target: compile_programs checks it exists
+    "goroutines": Arg("n", _check_goroutines),
+    "times": Arg("n", _check_times),
+    "body": Arg("[ops...]", None),
+}
+
+#: how each op is written, for error messages.
+USAGE: dict[str, str] = {name: "[" + ", ".join([f'"{name}"'] + [ARGS[kind].written for kind in TABLE[name].args]) + "]"
+                         for name in OPS}
+
+
 def _compile_into(code: list, ops: object, path: str, depth: int, refs: list) -> None:
     """Append the compiled form of ``ops`` to ``code``; record ``go`` targets in ``refs``."""
     if not isinstance(ops, list):
@@ -151,26 +200,13 @@ def _compile_into(code: list, ops: object, path: str, depth: int, refs: list) ->
             raise OpError(here, f"unknown op {name!r} (expected one of {_OP_NAMES})")
         if len(op) != 1 + OPS[name]:
             raise OpError(here, f"{name!r} is written {USAGE[name]}, got {format_value(op)}")
-        if name in TIMED:
-            _check_duration(op[1], f"{here}[1]")
-            code.append([name, op[1]])
-        elif name == "go":
-            target, count = op[1], op[2]
-            check_program_name(target, f"{here}[1]")
-            if not _is_int(count) or not 1 <= count <= MAX_GO:
-                raise OpError(
-                    f"{here}[2]",
-                    f"expected a whole number of goroutines from 1 to {MAX_GO}, got {format_value(count)}",
-                )
-            refs.append((here, target))
-            code.append(["go", target, count])
-        elif name == "repeat":
+        kinds = TABLE[name].args
+        for number, kind in enumerate(kinds, 1):
+            check = ARGS[kind].check
+            if check is not None:
+                check(op[number], f"{here}[{number}]")
+        if name == "repeat":
             count, body = op[1], op[2]
-            if not _is_int(count) or not 0 <= count <= MAX_REPEAT:
-                raise OpError(
-                    f"{here}[1]",
-                    f"expected a repeat count from 0 to {MAX_REPEAT}, got {format_value(count)}",
-                )
             if depth >= MAX_DEPTH:
                 raise OpError(here, f"repeats are nested more than {MAX_DEPTH} deep")
             rep_pc = len(code)
@@ -183,7 +219,9 @@ def _compile_into(code: list, ops: object, path: str, depth: int, refs: list) ->
                 code.append(["endrep", rep_pc + 1])
                 code[rep_pc][2] = len(code)
         else:
-            code.append([name])
+            if "program" in kinds:
+                refs.append((here, op[1 + kinds.index("program")]))
+            code.append(list(op))
         if len(code) > MAX_INSTRUCTIONS:
             raise OpError(path, f"program compiles to more than {MAX_INSTRUCTIONS} instructions")
 

@@ -13,7 +13,8 @@ from coordinator.runtime.sched import _LOCAL_RUNQ_SIZE, G, _Grunnable, _Prunning
 from protocol.throw import Throw
 
 from .steps import WORKER, of, started, warm
-from .world import PARKED, World
+from .world import World
+from .world_procs import PARKED
 
 
 def fatal_of(w: World) -> fx.Fatal:

@@ -2,7 +2,7 @@
 the netpoll wait can do, through step(), with every invariant (coordinator/runtime/invariants.py) and the world's
 agreement with the core checked after every step (tests/world.py does both on each delivery).
 
-A Fatal ends the run only if it is a legitimate Go outcome (world.legit_fatal: a true deadlock, or
+A Fatal ends the run only if it is a legitimate Go outcome (world_checks.legit_fatal: a true deadlock, or
 thread exhaustion past maxmcount); any other Fatal, a BadEvent for an event the world believed valid,
 a reply to the wrong M, a lost P/M/G or a broken counter fails the test. The machine also sends
 events that do not fit the state (step must refuse them with BadEvent and change nothing) and, when
@@ -21,7 +21,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from coordinator.runtime.core import BadEvent, step
 from coordinator.runtime.sched import _Gdead, _Grunnable, _Grunning, _Gsyscall, _Gwaiting
 
-from .world import PARKED, World, cgo_hang, pos, snapshot
+from .world import World
+from .world_checks import cgo_hang, snapshot
+from .world_procs import PARKED, pos
 
 PROGRAMS = {"main": [["run", 1]], "worker": [["run", 1]]}
 PICK = st.integers(0, 63)

@@ -20,7 +20,8 @@ from coordinator.runtime.schedule import newproc
 
 from . import steps
 from .steps import of, warm
-from .world import RUNNING, World
+from .world import World
+from .world_procs import RUNNING
 
 PROGS = {"main": [["run", 1]], "w": [["run", 1]]}
 

@@ -8,7 +8,9 @@ from coordinator.runtime.checkdead import checkdead
 from coordinator.runtime.sched import G, P, Sched, _Grunnable, _Gwaiting
 from coordinator.runtime.schedule import gfget, gfput
 
-from .world import World, cgo_hang, pos
+from .world import World
+from .world_checks import cgo_hang
+from .world_procs import pos
 
 BARE = {"main": [["run", 1000]]}
 

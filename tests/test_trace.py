@@ -14,7 +14,8 @@ from coordinator.runtime import effects as fx
 from coordinator.scenario import load
 from coordinator.shell.loop import touched_ms
 from tests.gmpsim_cli import gmpsim
-from tests.world import RUNNING, World
+from tests.world import World
+from tests.world_procs import RUNNING
 
 M_NAME = re.compile(r"M(\d+) pid (\d+) host (\S+)")
 

@@ -1,7 +1,8 @@
 """Running a goroutine's program on an M (the ops of protocol/ops.py).
 
-`execute` runs ops from the goroutine's saved position until one needs the scheduler and the core
-answers something other than "go on" (cont): then that answer goes back to the M's schedule loop.
+`execute` runs ops from the goroutine's saved position (protocol/stepper.py says what each one asks of
+the scheduler) until the core answers something other than "go on" (cont): then that answer goes
+back to the M's schedule loop.
 Durations are Go µs; on the wall they last `timescale` times longer. A compute op holds its P by
 sleeping in short slices, answering preemption between them (it does not burn the shared CPUs).
 """
@@ -10,8 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from protocol.messages import position
-from protocol.ops import RUNTIME_OPS, advance
+from protocol.stepper import EXITSYSCALL, Request, next_step
 
 # A locked thread may change its own state (Go programs unshare namespaces or chdir after
 # LockOSThread). gmpsim's lock op marks its process so in this variable; a child forked from that
@@ -33,74 +33,43 @@ class OpRunner:
         self.heard_at = time.monotonic()  # when messages were last read while computing
 
     def execute(self, g: int, prog: str, pos: dict) -> dict:
-        """Go's execute → the goroutine runs until it blocks, yields or exits."""
+        """Go's execute → the goroutine runs until it blocks, yields or exits (protocol/stepper.py says
+        what each op asks; here real time passes: computing, answering preemption, blocking in calls)."""
         m = self.m
         code = m.cfg.programs[prog]
-        pc, loops = advance(code, pos["pc"], list(pos["loops"]))
-        left = pos["left"]
+        pc, loops, left = pos["pc"], pos["loops"], pos["left"]
         if m.preempt_g != g:
             m.preempt_g = -1
         while True:
-            if pc >= len(code):  # the goroutine's function returned: goexit1 → goexit0
-                with m.g0.systemstack("runtime.goexit0", g):
-                    return m.call("goexit", g=g, pos=position(pc, loops, 0))
-            op = code[pc]
-            name = op[0]
-            npc, nloops = advance(code, pc + 1, loops)
-            after = position(npc, nloops, 0)
-            if name == "run":
+            step = next_step(code, pc, loops, left)
+            if step.request is None:  # a run op: hold the P for its µs
                 if time.monotonic() - self.heard_at >= m.cfg.slice_us / 1e6:
                     self.listen(g, 0)  # a run of ops too short to listen themselves
-                remaining = self.compute(g, left or op[1])
+                remaining = self.compute(g, step.run_us)
                 if remaining > 0:  # preempted: gopreempt_m → goschedImpl
-                    with m.g0.systemstack("runtime.gopreempt_m", g):
-                        return m.call("gosched", g=g, pos=position(pc, loops, remaining))
-                reply = None
-            elif name in ("syscall", "cgo"):
-                reply = self.syscall(g, op[1], after, cgo=name == "cgo")
-            elif name == "syscallblock":
-                with m.g0.systemstack("runtime.entersyscallblock", g):
-                    reply = m.call("entersyscallblock", g=g, pos=after)
-                m.newosprocs(reply.get("forks", ()))
-                self.block(op[1], g)
-                with m.g0.systemstack("runtime.exitsyscall", g):
-                    reply = m.call("exitsyscall", g=g)
-            elif name == "go":
-                with m.g0.systemstack("runtime.newproc", g):
-                    reply = m.call("newproc", g=g, pos=after, prog=op[1], n=op[2])
-            elif name == "lock":
-                reply = m.call("lockosthread", g=g, pos=after)
-                taint_process(m.id)
-            elif name == "unlock":
-                reply = m.call("unlockosthread", g=g, pos=after)
-            elif name in ("sleep", "park", "wait"):
-                with m.g0.systemstack("runtime.park_m", g):
-                    reply = m.call("gopark", g=g, pos=after, reason=name, us=op[1] if name == "sleep" else 0)
-            elif name in RUNTIME_OPS:  # the runtime's own programs (runtime.main, bgsweep...)
-                with m.g0.systemstack("runtime." + name, g):
-                    reply = m.call("runtime", g=g, pos=after, op=name, arg=op[1] if len(op) > 1 else "")
-            elif name == "exit":  # runtime.Goexit
-                with m.g0.systemstack("runtime.goexit0", g):
-                    return m.call("goexit", g=g, pos=position(pc, loops, 0))
+                    return self.request(g, step.preempted(remaining))
             else:
-                raise ValueError(f"unknown op {name!r}")
-            left = 0
-            pc, loops = npc, nloops
-            if reply is not None:
-                if reply["t"] != "cont":
+                reply = self.request(g, step.request)
+                if step.request.t == "lockosthread":
+                    taint_process(m.id)
+                if step.ends or reply["t"] != "cont":  # goexit1 → goexit0; or parked, rescheduled...
                     return reply
                 m.newosprocs(reply.get("forks", ()))
+                if step.block_us is not None:  # entersyscall ... the call itself ... exitsyscall
+                    self.block(step.block_us, g)
+                    reply = self.request(g, EXITSYSCALL)
+                    if reply["t"] != "cont":
+                        return reply
+                    m.newosprocs(reply.get("forks", ()))
+            pc, loops, left = step.next_pc, step.next_loops, 0
 
-    def syscall(self, g: int, us: int, after: dict, cgo: bool) -> dict:
-        """entersyscall (cgocall sets incgo), a real blocking call, exitsyscall."""
+    def request(self, g: int, req: Request) -> dict:
+        """Send a request about goroutine g from its g0 frame (if it has one) and wait for the answer."""
         m = self.m
-        with m.g0.systemstack("runtime.entersyscall", g):
-            reply = m.call("entersyscall", g=g, pos=after, cgo=cgo)
-        if reply["t"] != "cont":
-            return reply
-        self.block(us, g)
-        with m.g0.systemstack("runtime.exitsyscall", g):
-            return m.call("exitsyscall", g=g)
+        if not req.frame:  # LockOSThread / UnlockOSThread stay on the goroutine's stack
+            return m.call(req.t, g=g, **req.fields)
+        with m.g0.systemstack(req.frame, g):
+            return m.call(req.t, g=g, **req.fields)
 
     def block(self, us: int, g: int = -1) -> None:
         """The system call itself: a real blocking sleep (clock_nanosleep) for us Go µs, in pieces of

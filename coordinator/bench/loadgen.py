@@ -12,8 +12,7 @@ import msgpack
 import zmq
 
 from protocol.codec import encode, encode_trusted
-from protocol.messages import position
-from protocol.ops import RUNTIME_OPS, advance
+from protocol.stepper import EXITSYSCALL, next_step
 from protocol.transport import agent_identity, dealer, m_identity
 
 
@@ -31,8 +30,8 @@ class FakeM:
         self.sock = dealer(ctx, endpoint, m_identity(self.id, self.epoch))
         self.programs = programs
         self.seq = 0
-        self.g = None  # (goid, prog, pc, loops)
-        self.asked = "hello"
+        self.g = None  # [goid, code, pc, loops]: where its goroutine goes on
+        self.in_syscall = False  # its request was a system call's: the cont is answered by exitsyscall
         self.send("hello", pid=os.getpid(), host="bench", started=time.monotonic(), taint="")
 
     def send(self, t: str, **f) -> None:
@@ -51,50 +50,31 @@ class FakeM:
         if t not in REPLIES or msg["re"] != self.req:
             return []
         if t == "execute":
-            code = self.programs[msg["prog"]]
-            pc, loops = advance(code, msg["pos"]["pc"], list(msg["pos"]["loops"]))
-            self.g = [msg["g"], code, pc, loops]
-            self.step()
+            pos = msg["pos"]
+            self.g = [msg["g"], self.programs[msg["prog"]], pos["pc"], pos["loops"]]
+            self.step(pos["left"])
         elif t == "cont":
-            if self.asked == "entersyscall":  # the syscall itself takes no time
-                self.asked = "exitsyscall"
-                self.send("exitsyscall", g=self.g[0])
+            if self.in_syscall:  # the syscall itself takes no time
+                self.in_syscall = False
+                self.send(EXITSYSCALL.t, g=self.g[0], **EXITSYSCALL.fields)
             else:
                 self.step()
         elif t == "exit":
             self.sock.close(0)
         return msg.get("forks", [])
 
-    def step(self) -> None:
-        """Run ops from the goroutine's position until one needs the scheduler (no op takes time)."""
+    def step(self, left: int = 0) -> None:
+        """Run ops from the goroutine's position until one needs the scheduler (protocol/stepper.py;
+        no op takes time: a run op computes nothing and is never preempted)."""
         g, code, pc, loops = self.g
         while True:
-            if pc >= len(code):
-                self.asked = "goexit"
-                self.send("goexit", g=g, pos=position(pc, loops, 0))
-                return
-            op = code[pc]
-            pc, loops = advance(code, pc + 1, loops)
+            step = next_step(code, pc, loops, left)
+            pc, loops, left = step.next_pc, step.next_loops, 0
             self.g[2:] = [pc, loops]
-            after = position(pc, loops, 0)
-            name = op[0]
-            if name in ("syscall", "syscallblock", "cgo"):
-                self.asked = "entersyscall"
-                self.send("entersyscall", g=g, pos=after, cgo=name == "cgo")
+            if step.request is not None:
+                self.in_syscall = step.block_us is not None
+                self.send(step.request.t, g=g, **step.request.fields)
                 return
-            if name == "go":
-                self.asked = "newproc"
-                self.send("newproc", g=g, pos=after, prog=op[1], n=op[2])
-                return
-            if name in ("sleep", "park", "wait"):
-                self.asked = "gopark"
-                self.send("gopark", g=g, pos=after, reason=name, us=op[1] if name == "sleep" else 0)
-                return
-            if name in RUNTIME_OPS:
-                self.asked = "runtime"
-                self.send("runtime", g=g, pos=after, op=name, arg=op[1] if len(op) > 1 else "")
-                return
-            # run, lock, unlock...: no time, no scheduler here
 
 
 def serve(endpoint: str, stop_after_s: float = 120.0) -> None:
