@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pathlib
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +13,7 @@ from protocol.ops import (
     MAX_DEPTH,
     MAX_INSTRUCTIONS,
     OPS,
+    TABLE,
     TIMED,
     OpError,
     advance,
@@ -207,3 +211,16 @@ def test_advance_visits_exactly_the_naive_expansion(ops):
     code = compile_program("main", ops)
     assert walk(code) == expand(ops)
     assert all(instruction[0] not in ("repeat",) for instruction in code)
+
+
+def test_every_op_is_documented_and_has_a_go_twin():
+    """The op table (protocol/ops.py TABLE) is the one source: a new row without its README line or
+    its case in the compare program (coordinator/compare/gosrc/main.go, the Go interpreter of the
+    same vocabulary) fails here, not on a user's run."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    main_go = (root / "coordinator/compare/gosrc/main.go").read_text()
+    for name in OPS:
+        assert f'`["{name}"' in readme, f"README's op table lacks {name}"
+        twin = name if TABLE[name].request else "rep"  # control flow: repeat compiles to rep/endrep
+        assert re.search(rf'case [^\n]*"{twin}"', main_go), f"main.go has no case for {name}"

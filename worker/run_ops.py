@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 
+from protocol.messages import REPLIES
 from protocol.stepper import EXITSYSCALL, Request, next_step
 
 # A locked thread may change its own state (Go programs unshare namespaces or chdir after
@@ -117,5 +118,5 @@ class OpRunner:
         m = self.m
         self.heard_at = time.monotonic()
         msg = m.recv(timeout_ms)
-        if msg is not None and msg["t"] not in ("execute", "cont", "park", "exit"):
+        if msg is not None and msg["t"] not in REPLIES:
             raise RuntimeError(f"M{m.id}: unexpected {msg['t']} while running goroutine {g}")

@@ -12,6 +12,7 @@ import msgpack
 import zmq
 
 from protocol.codec import encode, encode_trusted
+from protocol.messages import REPLIES
 from protocol.stepper import EXITSYSCALL, next_step
 from protocol.transport import agent_identity, dealer, m_identity
 
@@ -21,7 +22,6 @@ def decode(frame: bytes) -> dict:
     not be the slow side of the measurement)."""
     return msgpack.unpackb(frame, raw=False)
 
-REPLIES = ("execute", "cont", "park", "exit")
 
 
 class FakeM:
