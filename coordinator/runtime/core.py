@@ -16,10 +16,11 @@ from coordinator.runtime.chan import chanrecv, chansend
 from coordinator.runtime.lockosthread import LockOSThread, UnlockOSThread, goexit0, lockOSThread, unlockOSThread
 from coordinator.runtime.mdead import mdead, reforkm
 from coordinator.runtime.netpoll import netpollready
-from coordinator.runtime.proc import (
+from coordinator.runtime.newm import (
     addhost,
     allocm,
     drophost,
+    mstartm0,
     newosproc_failed,
     newsysm,
     stackfree,
@@ -48,7 +49,6 @@ from coordinator.runtime.sched import (
 from coordinator.runtime.schedule import (
     goschedImpl,
     mstart1,
-    mstartm0,
     newproc,
     newproc1,
     park_m,

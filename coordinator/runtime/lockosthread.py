@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from coordinator.runtime import effects as fx
 from coordinator.runtime.checkdead import checkdead
-from coordinator.runtime.proc import handoffp, mPark, releasep, startTemplateThread
+from coordinator.runtime.newm import startTemplateThread
+from coordinator.runtime.proc import handoffp, mPark, releasep
 from coordinator.runtime.sched import G, M, Parked, Sched, _Gdead
 from coordinator.runtime.schedule import dropg, gfput, ready, schedule
 from protocol.throw import Throw

@@ -10,10 +10,9 @@ from math import gcd
 
 from coordinator.runtime import effects as fx
 from coordinator.runtime.netpoll import netpoll, netpollreturn
+from coordinator.runtime.newm import mspinning
 from coordinator.runtime.proc import (
     acquirep,
-    allocm,
-    mspinning,
     netpollBreak,
     pidleget,
     pidleput,
@@ -34,7 +33,6 @@ from coordinator.runtime.sched import (
     Parked,
     Resume,
     Sched,
-    _Gdead,
     _GoidCacheBatch,
     _Grunnable,
     _Grunning,
@@ -395,33 +393,3 @@ def gfput(sched: Sched, p: P, gp: G) -> None:
     if len(p.gFree) >= 64:
         while len(p.gFree) >= 32:
             sched.gFree.append(p.gFree.pop())
-
-
-def mstartm0(sched: Sched) -> None:
-    """Go's mstartm0 (mstart1 on m0): a cgo binary makes its extra M (newextram). Here it runs in
-    schedinit, before runtime.main's newm(sysmon), as m0's mstart does in Go."""
-    if sched.iscgo and not sched.cgoHasExtraM:
-        sched.cgoHasExtraM = True
-        newextram(sched)
-
-
-def newextram(sched: Sched) -> None:
-    """Go's newextram → oneNewExtraM: an M for C threads calling into Go; it has no thread until one
-    does (never, here), so it is virtual and has no g0 slot (allocm in a cgo binary: malg(-1)). Its
-    dead G is locked to it, takes its goid straight from sched.goidgen, and counts in ngsys."""
-    mp = allocm(sched, None, -1, sched.hosts[0], virtual=True)
-    mp.started = True
-    gp = G(goid=0, prog="runtime.goexit", status=_Gdead)  # gp.sched.pc = goexit
-    gp.m = mp
-    mp.curg = gp
-    mp.lockedInt += 1
-    mp.lockedg = gp
-    gp.lockedm = mp
-    sched.goidgen += 1
-    gp.goid = sched.goidgen
-    sched.allgs.append(gp)  # allgadd
-    sched.goids[gp.goid] = gp
-    sched.ngsys += 1
-    sched.stats["goroutines_system"] += 1
-    sched.extram.append(mp)
-    sched.extraMCount += 1
