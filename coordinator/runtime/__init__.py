@@ -2,7 +2,8 @@
 
 One module per part of the runtime, named as in Go: sched (runtime2.go's schedt, m, p, g),
 proc (startm, handoffp, wakep, stopm, mput/mget...), newm (newm, allocm, the template thread),
-schedule (schedule, findrunnable, execute, park_m, newproc), syscall (entersyscall, exitsyscall...), lockosthread,
+schedule (schedule, execute, park_m, woken), findrunnable (with checkTimers and stealing), newproc
+(newproc, gfget/gfput, ready), syscall (entersyscall, exitsyscall...), lockosthread,
 sysmon (sysmon, retake), timers and netpoll, checkdead, note (notesleep/notewakeup), mdead (not
 in Go: an M whose process died), schedtrace (GODEBUG=schedtrace), core (the front door: schedinit
 and step), invariants (what must hold between two steps), effects (what the shell must do).

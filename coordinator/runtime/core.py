@@ -26,6 +26,7 @@ from coordinator.runtime.newm import (
     stackfree,
     startTemplateThread,
 )
+from coordinator.runtime.newproc import newproc, newproc1
 from coordinator.runtime.runq import runqput
 from coordinator.runtime.runtime_main import RUNTIME_CHANS, with_runtime
 from coordinator.runtime.sched import (
@@ -46,15 +47,7 @@ from coordinator.runtime.sched import (
     waitReasonSemacquire,
     waitReasonSleep,
 )
-from coordinator.runtime.schedule import (
-    goschedImpl,
-    mstart1,
-    newproc,
-    newproc1,
-    park_m,
-    resetForSleep,
-    woken,
-)
+from coordinator.runtime.schedule import goschedImpl, mstart1, park_m, resetForSleep, woken
 from coordinator.runtime.syscall import entersyscall, entersyscallblock, exitsyscall
 from coordinator.runtime.sysmon import sysmon_tick, sysmon_wake
 from protocol.ops import RUNTIME_OPS, is_cgo
