@@ -6,7 +6,8 @@ schedule (schedule, execute, park_m, woken), findrunnable (with checkTimers and 
 (newproc, gfget/gfput, ready), syscall (entersyscall, exitsyscall...), lockosthread,
 sysmon (sysmon, retake), timers and netpoll, checkdead, note (notesleep/notewakeup), mdead (not
 in Go: an M whose process died), schedtrace (GODEBUG=schedtrace), core (the front door: schedinit
-and step), invariants (what must hold between two steps), effects (what the shell must do).
+and step; prepare checks an event, handlers carry it out), invariants (what must hold between two
+steps, per subject in invariants_m, _p, _g), effects (what the shell must do).
 
 Nothing here touches a socket, a clock, a process or a file (an import-linter contract in
 pyproject.toml keeps it so). `core.step(sched, event, now)` is the only way in: the shell hands it
