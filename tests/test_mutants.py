@@ -12,11 +12,11 @@ from __future__ import annotations
 import pytest
 
 from coordinator.runtime import effects as fx
+from coordinator.runtime import findrunnable as findrunnable_mod
 from coordinator.runtime import proc as proc_mod
-from coordinator.runtime import schedule as schedule_mod
 from coordinator.runtime.checkdead import checkdead
+from coordinator.runtime.newproc import newproc
 from coordinator.runtime.sched import G, _Grunnable, _Gwaiting, _Prunning, _Psyscall, forcePreemptNS, syscallLazyNS
-from coordinator.runtime.schedule import newproc
 
 from . import steps
 from .steps import of, warm
@@ -111,7 +111,7 @@ def test_spinning_when_spinning_ms_are_fewer_than_half_the_busy_ps():
 def _race_at_stop(monkeypatch, action, limit: int = 3) -> list:
     """Run `action` the first time findrunnable reaches stop: (its releasep), as another M would
     then; fail if findrunnable gives its P up more than `limit` times in one step (a livelock)."""
-    real = schedule_mod.releasep
+    real = findrunnable_mod.releasep
     calls: list = []
 
     def releasep(sched, mp):
@@ -121,7 +121,7 @@ def _race_at_stop(monkeypatch, action, limit: int = 3) -> list:
         assert len(calls) <= limit, "findrunnable keeps giving up its P without spinning (livelock)"
         return real(sched, mp)
 
-    monkeypatch.setattr(schedule_mod, "releasep", releasep)
+    monkeypatch.setattr(findrunnable_mod, "releasep", releasep)
     return calls
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from coordinator.runtime import effects as fx
 from coordinator.runtime.checkdead import checkdead
+from coordinator.runtime.newproc import gfget, gfput
 from coordinator.runtime.sched import G, P, Sched, _Grunnable, _Gwaiting
-from coordinator.runtime.schedule import gfget, gfput
 
 from .world import World
 from .world_checks import cgo_hang

@@ -9,7 +9,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from coordinator.observe.trace import COUNTERS, SCHEMA, TraceRecorder, us
+from coordinator.observe.trace import COUNTERS, SCHEMA, TraceRecorder
+from coordinator.observe.tracefile import us
 from coordinator.runtime import effects as fx
 from coordinator.scenario import load
 from coordinator.shell.loop import touched_ms

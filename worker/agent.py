@@ -1,12 +1,12 @@
 """The host agent: the host's template thread, its g0 stack arena, and the reaper of its Ms.
 
-A pristine process that never runs goroutines. It maps the arena before forking anything (Ms
-inherit the mapping), forks the Ms that no M's process forks (m0, sysmon's, the template's),
-watches every M of its host with a pidfd and, as the child subreaper, reaps the orphans. Each exit
-it reports to the coordinator with the dead M's last g0 frames read from the arena (that report is
-exitThread clearing m.freeWait, and the post-mortem). At shutdown it ends its Ms and unlinks the
-arena. A restarted agent (`--adopt`) maps the arena its predecessor left and watches the Ms it is
-told about. Run as `python -m worker.agent --endpoint E --host H --run-id R --guardian-pid P`.
+A pristine process that never runs goroutines. It maps the arena before forking anything (Ms inherit
+the mapping), forks the Ms that no M's process forks (m0, sysmon's, the template's), watches every M
+of its host with a pidfd and, as the child subreaper, reaps the orphans (hostms.py keeps those Ms).
+Each exit it reports to the coordinator with the dead M's last g0 frames read from the arena (that
+report is exitThread clearing m.freeWait, and the post-mortem). At shutdown it ends its Ms and
+unlinks the arena. A restarted agent (`--adopt`) maps the arena its predecessor left and watches the
+Ms it is told about. Run as `python -m worker.agent --endpoint E --host H --run-id R --guardian-pid P`.
 """
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ from protocol.timing import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, RESEND_S
 from protocol.transport import agent_identity, curve_client_keys, dealer
 
 from .g0 import G0_STACK_SIZE, Arena, arena_name, read_frames
+from .hostms import HostMs
 from .m import HostConfig, newosproc
-from .reaper import PidWatch, kill_and_wait, reap, set_child_subreaper
+from .reaper import set_child_subreaper
 
 log = logging.getLogger("gmpsim.agent")
 
@@ -39,7 +40,6 @@ POLL_S = 0.1  # reap orphans and resend unacknowledged reports this often
 HELLO_AGAIN_S = 1.0  # until welcomed
 GIVE_UP_S = 60.0  # a remote agent with no coordinator this long exits: 2 if it never got one, else 3
 NAME_ENV = "GMPSIM_AGENT_NAME"
-NOT_OUR_CHILD = -256  # mexited.status when the exit status is not ours to read
 
 
 M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
@@ -75,11 +75,8 @@ class Agent:
         name = arena_name(run_id, host)
         self.arena = (Arena.attach(name, readonly=False, slot_size=slot_size) if adopt
                       else Arena.create(name, slots, slot_size))
-        self.watch = PidWatch()
         self.poller = zmq.Poller()  # the socket and one pidfd per M watched
-        self.pids: dict[int, int] = {}  # M id -> pid, every M of this host still alive
-        self.slots: dict[int, int] = {}  # M id -> its g0 slot (for the post-mortem)
-        self.exits: dict[int, int] = {}  # pid -> exit status, reaped before its pidfd fired
+        self.ms = HostMs(self.poller)
         self.forked: dict[tuple[int, int], tuple[str, dict]] = {}  # (m, epoch) -> the answer sent
         self.unacked: dict[int, list] = {}  # seq -> [frame, resend at]
         self.seq = 0
@@ -127,11 +124,7 @@ class Agent:
                     if self.handle(self.sock.recv()) == "shutdown":
                         return
             fds = [fd for fd in events if isinstance(fd, int)]
-            self.collect_orphans()
-            for fd in fds:
-                poller.unregister(fd)
-            # Always asked: an M already gone when its watch came has no fd, only a report waiting.
-            for mid, pid in self.watch.ready(fds):
+            for mid, pid in self.ms.exited(fds):
                 self.report_exit(mid, pid)
             self.resend()
             if self.beat() == "gone":
@@ -171,17 +164,8 @@ class Agent:
 
     def reset(self) -> None:
         """Back to a fresh host: no Ms, every g0 slot free, not welcomed."""
-        kill_and_wait(list(self.pids.values()), timeout=1.0)
-        self.collect_orphans()
-        for mid in list(self.pids):
-            fd = self.watch.fd_of(mid)
-            if fd is not None:
-                self.poller.unregister(fd)
-            self.watch.remove(mid)
-        for slot in self.slots.values():
-            self.arena.stackfree(slot)
-        self.pids.clear()
-        self.slots.clear()
+        self.ms.kill_all()
+        self.ms.forget_all(self.arena)
         self.forked.clear()
         self.unacked.clear()
         self.welcomed = False
@@ -195,17 +179,9 @@ class Agent:
                 self.put(entry[0])
                 entry[1] = now + RESEND_S
 
-    def collect_orphans(self) -> None:
-        """Reap our children and the orphans re-parented to us (subreaper)."""
-        for pid, status in reap():
-            self.exits[pid] = status
-
     def report_exit(self, mid: int, pid: int) -> None:
         """An M's process is gone: report it, with its last g0 frames (the crash dump of the thread)."""
-        self.collect_orphans()
-        status = self.exits.pop(pid, NOT_OUR_CHILD)  # not ours: its forker reaped it (SIGCHLD ignored)
-        self.pids.pop(mid, None)
-        slot = self.slots.pop(mid, None)
+        status, slot = self.ms.gone(mid, pid)
         frames = read_frames(self.arena, slot) if slot is not None else []
         self.send("mexited", reliable=True, m=mid, pid=pid, status=status, frames=frames[:256])
 
@@ -229,19 +205,15 @@ class Agent:
         elif t == "newosproc":  # newm1 from the template thread (or for sysmon's newm)
             self.on_newosproc(msg["fork"])
         elif t == "watch":
-            self.watch_m(msg["m"], msg["pid"], msg["slot"])
+            self.ms.watch_m(msg["m"], msg["pid"], msg["slot"])
             self.send("ack", re=msg["seq"])
         elif t == "signal":
-            if self.pids.get(msg["m"]) == msg["pid"]:
-                try:
-                    os.kill(msg["pid"], msg["sig"])
-                except ProcessLookupError:
-                    pass
+            self.ms.signal(msg["m"], msg["pid"], msg["sig"])
             self.send("ack", re=msg["seq"])  # carried out (or moot): the coordinator stops resending
         elif t == "stackfree":
-            if msg["m"] in self.pids:  # freeWait must have been 0: the owner's process is gone
+            if msg["m"] in self.ms.pids:  # freeWait must have been 0: the owner's process is gone
                 log.error("agent %s: stackfree of slot %d while M%d (pid %d) still runs",
-                          self.host, msg["slot"], msg["m"], self.pids[msg["m"]])
+                          self.host, msg["slot"], msg["m"], self.ms.pids[msg["m"]])
             self.arena.stackfree(msg["slot"])
         elif t == "ack":
             self.unacked.pop(msg["re"], None)
@@ -260,7 +232,7 @@ class Agent:
                 self.forked[key] = ("forkfail", dict(child=spec["m"], cepoch=spec["epoch"], errno=-pid, tries=tries,
                                                      cause=cause, limit=limit))
             else:
-                self.watch_m(spec["m"], pid, spec["slot"])
+                self.ms.watch_m(spec["m"], pid, spec["slot"])
                 self.forked[key] = ("forked", dict(child=spec["m"], cepoch=spec["epoch"], pid=pid))
         t, fields = self.forked[key]
         self.send(t, m=-1, **fields)
@@ -279,24 +251,12 @@ class Agent:
                     pass
                 self.backlog.append(frame)
 
-    def watch_m(self, mid: int, pid: int, slot: int) -> None:
-        if mid in self.watch:
-            return
-        self.pids[mid] = pid
-        if slot >= 0:
-            self.slots[mid] = slot
-        self.watch.add(mid, pid)
-        fd = self.watch.fd_of(mid)
-        if fd is not None:  # None: already gone; watch.ready reports it on the next pass
-            self.poller.register(fd, zmq.POLLIN)
-
     def shutdown(self) -> None:
         """End every M of this host, reap them, unlink the arena, say goodbye."""
-        left = kill_and_wait(list(self.pids.values()), timeout=1.0)
-        self.collect_orphans()
+        left = self.ms.kill_all()
         if left:
             log.error("agent %s: Ms still alive after SIGKILL: %s", self.host, left)
-        self.watch.close()
+        self.ms.watch.close()
         self.arena.unlink()
         self.arena.close()
         leaked_shm = int(os.path.exists(os.path.join("/dev/shm", self.arena.name)))

@@ -24,15 +24,13 @@ slice (a state that began and ended at the same Go ns) is dropped.
 
 Cost: `after_step` is O(touched Ms + gomaxprocs) and appends tuples to a list; the JSON is written
 once, at `finished`. The number of events is capped (`max_events`); past it, events are counted,
-not kept, and otherData says so (`truncated`).
+not kept, and otherData says so (`truncated`). The events' buffer and the writing of the file are
+tracefile.py's; this module says what goes in it.
 """
 from __future__ import annotations
 
-import json
-import math
-import os
-
 from coordinator.observe.observer import Observer
+from coordinator.observe.tracefile import TraceEvents, us
 from coordinator.runtime import effects as fx
 from coordinator.runtime.sched import _Grunning, _Gsyscall, _Psyscall
 
@@ -52,17 +50,6 @@ _ALL_PS_EVENTS = frozenset({"sysmon", "sysmon_wake", "mdead", "mexited", "hostlo
                             "refork", "forkfail"})
 
 
-def us(ns: int) -> float | int:
-    """Go ns as the file's µs: a float that Perfetto, which truncates ts*1000 to ns, reads back as
-    exactly `ns` (so a slice that ends when the next begins never overlaps it by 1 ns)."""
-    if ns % 1000 == 0:
-        return ns // 1000
-    v = ns / 1000
-    while int(v * 1000.0) < ns:
-        v = math.nextafter(v, math.inf)
-    return v
-
-
 class TraceRecorder(Observer):
     """Records a run as trace.json at `path` (written by `finished`). `meta` goes into otherData
     (scenario, seed, gomaxprocs, timescale...). `fault(kind, target, go_ns)` marks an injected fault."""
@@ -70,15 +57,10 @@ class TraceRecorder(Observer):
     def __init__(self, path: str, meta: dict | None = None, max_events: int = MAX_EVENTS):
         self.path = path
         self.meta = dict(meta or {})
-        self.max_events = max_events
-        # Each event is a tuple (ph, name, ts, pid, tid, dur, scope, args); dicts are built when written.
-        self.events: list[tuple] = []
-        self.dropped = 0
-        self.last_ts = 0  # Go ns
+        self.trace = TraceEvents(max_events)
         self.host_pid: dict[str, int] = {}
         self.ms: dict = {}  # M id -> its record (kept after it leaves allm)
         self.pids: dict[int, int] = {}  # M id -> last known OS pid
-        self.open: dict[tuple[int, int], tuple[str, int, dict | None]] = {}  # track -> open slice
         self.pkey: list[int] = []  # per P: _P_SYSCALL, -1 (idle) or the owner's M id
         self.powner: list[int] = []  # per P: its last owner (for "syscall" args)
         self.counters: tuple | None = None
@@ -90,42 +72,16 @@ class TraceRecorder(Observer):
 
     # --- events ------------------------------------------------------------------------------------
 
-    def _add(self, ev: tuple) -> None:
-        if len(self.events) < self.max_events:
-            self.events.append(ev)
-        else:
-            self.dropped += 1
-
-    def _ts(self, go_ns: int) -> int:
-        """The event's time in Go ns (events are kept in ns; written in µs)."""
-        ts = int(go_ns)
-        if ts < self.last_ts:  # never back in time, so slices of a track cannot overlap
-            ts = self.last_ts
-        self.last_ts = ts
-        return ts
-
     def instant(self, name: str, ts: int, track: tuple[int, int] | None = None, args: dict | None = None) -> None:
         """An instant on a track (s "t"), or global (s "g") when track is None."""
         if track is None:
-            self._add(("i", name, ts, SCHED_PID, SCHED_TID, None, "g", args))
+            self.trace.add(("i", name, ts, SCHED_PID, SCHED_TID, None, "g", args))
         else:
-            self._add(("i", name, ts, track[0], track[1], None, "t", args))
-
-    def _set_slice(self, track: tuple[int, int], name: str | None, ts: int, args: dict | None = None) -> None:
-        """Close the track's open slice (if any) and open `name` (unless None)."""
-        cur = self.open.get(track)
-        if cur is not None:
-            cname, start, cargs = cur
-            if ts > start:
-                self._add(("X", cname, start, track[0], track[1], ts - start, None, cargs))
-        if name is None:
-            self.open.pop(track, None)
-        else:
-            self.open[track] = (name, ts, args)
+            self.trace.add(("i", name, ts, track[0], track[1], None, "t", args))
 
     def fault(self, kind: str, target, go_ns: int | None = None) -> None:
         """An injected fault (called by the fault injector): a global instant "fault: <kind> <target>"."""
-        ts = self._ts(go_ns) if go_ns is not None else self.last_ts
+        ts = self.trace.ts(go_ns) if go_ns is not None else self.trace.last_ts
         self.instant(f"fault: {kind} {target}", ts, None, {"kind": kind, "target": str(target)})
 
     # --- state ---------------------------------------------------------------------------------------
@@ -169,9 +125,9 @@ class TraceRecorder(Observer):
             self.pids[mid] = mp.pid
         track = self._m_track(mp)
         name, args = self.m_state(mp)
-        cur = self.open.get(track)
+        cur = self.trace.open.get(track)
         if (cur[0] if cur is not None else None) != name:
-            self._set_slice(track, name, ts, args)
+            self.trace.set_slice(track, name, ts, args)
 
     def _ps_to_check(self, sched, ev, touched: set[int]):
         """The Ps whose slice may have changed in this step: after an M's own message, only the Ps
@@ -215,12 +171,12 @@ class TraceRecorder(Observer):
                     self.nsys += 1
                 track = (PS_PID, P_TID0 + i)
                 if key == _P_SYSCALL:
-                    self._set_slice(track, "syscall", ts, {"m": powner[i]})
+                    self.trace.set_slice(track, "syscall", ts, {"m": powner[i]})
                 elif key >= 0:
                     powner[i] = key
-                    self._set_slice(track, f"M{key}", ts, {"m": key})
+                    self.trace.set_slice(track, f"M{key}", ts, {"m": key})
                 else:
-                    self._set_slice(track, None, ts)
+                    self.trace.set_slice(track, None, ts)
                 pkey[i] = key
         return self.nsys
 
@@ -234,11 +190,11 @@ class TraceRecorder(Observer):
         self.nsys = 0
         self.powner = [-1] * len(sched.allp)
         self.meta.setdefault("gomaxprocs", sched.gomaxprocs)
-        self._ts(go_ns)
+        self.trace.ts(go_ns)
 
     def after_step(self, sched, ev, effects, touched, go_ns, wall) -> None:
         self.steps += 1
-        ts = self._ts(go_ns)
+        ts = self.trace.ts(go_ns)
         for e in effects:
             t = type(e)
             if t is fx.Fork:
@@ -283,21 +239,18 @@ class TraceRecorder(Observer):
         c = (sched.mcount(), sched.nmidle, sched.nmspinning, sched.runqsize, sched.npidle, nsys)
         if c != self.counters:
             self.counters = c
-            self._add(("C", "sched", ts, SCHED_PID, SCHED_TID, None, None, dict(zip(COUNTERS, c))))
+            self.trace.add(("C", "sched", ts, SCHED_PID, SCHED_TID, None, None, dict(zip(COUNTERS, c))))
 
     def finished(self, sched, outcome, go_ns: int, wall: float) -> None:
-        ts = self._ts(go_ns)
+        ts = self.trace.ts(go_ns)
         for mid, mp in self.ms.items():
             if mp.pid:
                 self.pids[mid] = mp.pid
         out = getattr(outcome, "outcome", outcome)
         self.instant(f"end: {out}", ts, None, {"reason": getattr(outcome, "reason", "")})
         if self.counters is not None:  # the last values, at the end: counter tracks reach the end
-            self._add(("C", "sched", ts, SCHED_PID, SCHED_TID, None, None, dict(zip(COUNTERS, self.counters))))
-        for track in list(self.open):  # closing is never capped: the file stays well formed
-            cname, start, cargs = self.open.pop(track)
-            if ts > start:
-                self.events.append(("X", cname, start, track[0], track[1], ts - start, None, cargs))
+            self.trace.add(("C", "sched", ts, SCHED_PID, SCHED_TID, None, None, dict(zip(COUNTERS, self.counters))))
+        self.trace.close_all(ts)
         self.meta.update(outcome=out, end_us=us(ts), steps=self.steps)
         self.write(self.path)
 
@@ -332,34 +285,12 @@ class TraceRecorder(Observer):
             m("thread_sort_index", pid_, tid, {"sort_index": mid})
         return out
 
-    @staticmethod
-    def _dict(e: tuple) -> dict:
-        ph, name, ts, pid_, tid, dur, scope, args = e
-        d = {"ph": ph, "name": name, "ts": us(ts), "pid": pid_, "tid": tid}
-        if dur is not None:
-            d["dur"] = us(dur)
-        if scope is not None:
-            d["s"] = scope
-        if args is not None:
-            d["args"] = args
-        return d
-
     def write(self, path: str) -> None:
         """Write the file, one event a line (written once, at the end of the run)."""
+        t = self.trace
         other = {"schema": SCHEMA,
                  "clock": "ts and dur in µs of Go time (go_ns / 1000); one Go µs lasted `timescale` wall µs",
-                 "counters": list(COUNTERS), "events": len(self.events), "max_events": self.max_events,
-                 "truncated": self.dropped > 0, "dropped_events": self.dropped, **self.meta}
-        tmp = path + ".tmp"
-        dumps, conv = json.dumps, self._dict
-        with open(tmp, "w") as f:
-            f.write('{"displayTimeUnit": "ms",\n"otherData": ')
-            json.dump(other, f)
-            f.write(',\n"traceEvents": [\n')
-            f.write(",\n".join(dumps(d) for d in self.metadata()))
-            for i in range(0, len(self.events), 10_000):
-                f.write(",\n")
-                f.write(",\n".join(dumps(conv(e)) for e in self.events[i:i + 10_000]))
-            f.write("\n]}\n")
-        os.replace(tmp, path)
+                 "counters": list(COUNTERS), "events": len(t.events), "max_events": t.max_events,
+                 "truncated": t.dropped > 0, "dropped_events": t.dropped, **self.meta}
+        t.write(path, other, self.metadata())
         self.written = True

@@ -1,11 +1,13 @@
 """The Go runtime's M machinery, re-enacted as a pure state machine: Go 1.16's proc.go and friends.
 
 One module per part of the runtime, named as in Go: sched (runtime2.go's schedt, m, p, g),
-proc (startm, newm, allocm, handoffp, wakep, stopm, mput/mget...), schedule (schedule,
-findrunnable, execute, park_m, newproc), syscall (entersyscall, exitsyscall...), lockosthread,
+proc (startm, handoffp, wakep, stopm, mput/mget...), newm (newm, allocm, the template thread),
+schedule (schedule, execute, park_m, woken), findrunnable (with checkTimers and stealing), newproc
+(newproc, gfget/gfput, ready), syscall (entersyscall, exitsyscall...), lockosthread,
 sysmon (sysmon, retake), timers and netpoll, checkdead, note (notesleep/notewakeup), mdead (not
 in Go: an M whose process died), schedtrace (GODEBUG=schedtrace), core (the front door: schedinit
-and step), invariants (what must hold between two steps), effects (what the shell must do).
+and step; prepare checks an event, handlers carry it out), invariants (what must hold between two
+steps, per subject in invariants_m, _p, _g), effects (what the shell must do).
 
 Nothing here touches a socket, a clock, a process or a file (an import-linter contract in
 pyproject.toml keeps it so). `core.step(sched, event, now)` is the only way in: the shell hands it

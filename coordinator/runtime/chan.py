@@ -4,8 +4,9 @@ not modelled: a channel is its count and its queues of parked goroutines."""
 from __future__ import annotations
 
 from coordinator.runtime import effects as fx
+from coordinator.runtime.newproc import ready
 from coordinator.runtime.sched import G, M, Sched, hchan, waitReasonChanReceive, waitReasonChanSend
-from coordinator.runtime.schedule import park_m, ready
+from coordinator.runtime.schedule import park_m
 
 
 def chansend(sched: Sched, mp: M, gp: G, c: hchan) -> None:

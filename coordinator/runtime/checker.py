@@ -3,7 +3,9 @@ counters, the touched Ms, their Ps and goroutines); the full check (invariants.c
 max(256, records) steps and at the end, so that its cost per step does not grow with the Ms."""
 from __future__ import annotations
 
-from coordinator.runtime.invariants import _STATUS_G, _STATUS_P, _Acc, _check_m, _gn, _mn, _pn, check, list_counters
+from coordinator.runtime.invariants import check, list_counters
+from coordinator.runtime.invariants_m import _Acc, _check_m
+from coordinator.runtime.invariants_names import _STATUS_G, _STATUS_P, _gn, _mn, _pn
 from coordinator.runtime.sched import M, Parked, Sched, _Gdead, _Grunnable, _Grunning, _Gsyscall, _Pidle, _Prunning
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from coordinator.runtime import effects as fx
 from coordinator.runtime.checkdead import checkdead
-from coordinator.runtime.proc import handoffp, mPark, releasep, startTemplateThread
+from coordinator.runtime.newm import startTemplateThread
+from coordinator.runtime.newproc import gfput, ready
+from coordinator.runtime.proc import handoffp, mPark, releasep
 from coordinator.runtime.sched import G, M, Parked, Sched, _Gdead
-from coordinator.runtime.schedule import dropg, gfput, ready, schedule
+from coordinator.runtime.schedule import dropg, schedule
 from protocol.throw import Throw
 
 

@@ -1,23 +1,18 @@
-"""The scheduling loop of proc.go: mstart1, schedule, findrunnable, execute, and the goroutine
-transitions that end in schedule() (gopark's park_m, goschedImpl, ready, newproc).
+"""The scheduling loop of proc.go: mstart1, schedule, execute, and the goroutine transitions that end
+in schedule() (gopark's park_m, goschedImpl); woken, where an M goes on after its sleep. Finding
+work is findrunnable.py, making goroutines runnable (newproc, ready) newproc.py.
 
 In Go these run on the M itself; here the coordinator runs them on the M's behalf when its
 message arrives, and the M learns the outcome from the reply (Execute or Park).
 """
 from __future__ import annotations
 
-from math import gcd
-
 from coordinator.runtime import effects as fx
-from coordinator.runtime.netpoll import netpoll, netpollreturn
+from coordinator.runtime.findrunnable import checkTimers, findrunnable
+from coordinator.runtime.netpoll import netpollreturn
+from coordinator.runtime.newm import mspinning
 from coordinator.runtime.proc import (
     acquirep,
-    allocm,
-    mspinning,
-    netpollBreak,
-    pidleget,
-    pidleput,
-    releasep,
     startlockedm,
     stoplockedm,
     stopm,
@@ -26,26 +21,10 @@ from coordinator.runtime.proc import (
     wakeNetPoller,
     wakep,
 )
-from coordinator.runtime.runq import globrunqget, globrunqput, runqget, runqput, runqsteal
-from coordinator.runtime.sched import (
-    G,
-    M,
-    P,
-    Parked,
-    Resume,
-    Sched,
-    _Gdead,
-    _GoidCacheBatch,
-    _Grunnable,
-    _Grunning,
-    _Gwaiting,
-    isSystemGoroutine,
-    runqempty,
-)
-from coordinator.runtime.timers import doaddtimer, nobarrierWakeTime, runtimer
+from coordinator.runtime.runq import globrunqget, globrunqput, runqget
+from coordinator.runtime.sched import G, M, Parked, Resume, Sched, _Grunnable, _Grunning, _Gwaiting, runqempty
+from coordinator.runtime.timers import doaddtimer
 from protocol.throw import Throw
-
-_STEAL_TRIES = 4  # findrunnable's stealTries
 
 
 def mstart1(sched: Sched, mp: M) -> None:
@@ -134,138 +113,6 @@ def _schedule_top(sched: Sched, mp: M, in_findrunnable: bool) -> None:
         return
 
 
-def checkTimers(sched: Sched, mp: M, pp: P, now: int) -> tuple[int, int, bool]:
-    """Go's checkTimers: run pp's due timers on mp (their goroutines become ready on mp's P, as
-    goroutineReady → goready does). Returns (now, when pp's next timer is due or 0, ran any)."""
-    nxt = nobarrierWakeTime(pp)
-    if nxt == 0:
-        return now, 0, False
-    if now == 0:
-        now = sched.now
-    if now < nxt:
-        return now, nxt, False
-    pollUntil, ran = 0, False
-    while pp.timers:
-        tw, gp = runtimer(pp, now)
-        if tw != 0:
-            if tw > 0:
-                pollUntil = tw
-            break
-        if gp.status == _Gwaiting:  # runOneTimer → goroutineReady
-            ready(sched, mp, gp)
-        ran = True
-    return now, pollUntil, ran
-
-
-def _steal_order(sched: Sched) -> list:
-    """Go's stealOrder: every P once, from a random start with a random stride coprime to gomaxprocs."""
-    n = len(sched.allp)
-    coprimes = [i for i in range(1, n + 1) if gcd(i, n) == 1]
-    pos, inc = sched.rng.randrange(n), coprimes[sched.rng.randrange(len(coprimes))]
-    order = []
-    for _ in range(n):
-        order.append(sched.allp[pos])
-        pos = (pos + inc) % n
-    return order
-
-
-def findrunnable(sched: Sched, mp: M) -> tuple[G | None, bool]:
-    """Go 1.16's findrunnable: timers, local runq, global runq, steal (spinning, within the
-    2*nmspinning limit; timers too on the last pass), then give up the P and block in netpoll until
-    the next timer (one M at a time: lastpoll) or stopm. Returns (None, False) when the M sleeps.
-    No network (netpollWaiters is 0: netpoll only waits for timers), no GC workers. Go spins for a
-    while; here one pass of stealing is one step."""
-    while True:  # top:
-        p = mp.p
-        now, pollUntil, _ = checkTimers(sched, mp, p, 0)
-        gp, inherit = runqget(p)
-        if gp is not None:
-            return gp, inherit
-        if sched.runqsize != 0:
-            return globrunqget(sched, p, 0), False
-        procs = sched.gomaxprocs
-        ranTimer = False
-        # If number of spinning M's >= number of busy P's, block.
-        if mp.spinning or 2 * sched.nmspinning < procs - sched.npidle:
-            if not mp.spinning:
-                mp.spinning = True
-                sched.nmspinning += 1
-            for i in range(_STEAL_TRIES):
-                stealTimersOrRunNextG = i == _STEAL_TRIES - 1
-                for p2 in _steal_order(sched):
-                    if p2 is p:
-                        continue
-                    if stealTimersOrRunNextG and p2.timers:
-                        now, w, ran = checkTimers(sched, mp, p2, now)
-                        if w != 0 and (pollUntil == 0 or w < pollUntil):
-                            pollUntil = w
-                        if ran:
-                            gp, inherit = runqget(p)
-                            if gp is not None:
-                                return gp, inherit
-                            ranTimer = True
-                    gp = runqsteal(p, p2, stealTimersOrRunNextG)
-                    if gp is not None:
-                        return gp, False
-            if ranTimer:
-                continue  # running a timer may have made some goroutine ready
-        # stop:
-        if sched.runqsize != 0:
-            return globrunqget(sched, p, 0), False
-        if releasep(sched, mp) is not p:
-            raise Throw("findrunnable: wrong p")
-        pidleput(sched, p)
-        wasSpinning = mp.spinning
-        if mp.spinning:
-            mp.spinning = False
-            sched.nmspinning -= 1
-            if sched.nmspinning < 0:
-                raise Throw("findrunnable: negative nmspinning")
-        # Check all runqueues once again.
-        retry = False
-        for p2 in sched.allp:
-            if not runqempty(p2):
-                pp = pidleget(sched)
-                if pp is not None:
-                    acquirep(sched, mp, pp)
-                    if wasSpinning:
-                        mp.spinning = True
-                        sched.nmspinning += 1
-                    retry = True
-                break
-        if retry:
-            continue
-        # Check for timer creation or expiry concurrently with transitioning from spinning to non-spinning.
-        for p2 in sched.allp:
-            w = nobarrierWakeTime(p2)
-            if w != 0 and (pollUntil == 0 or w < pollUntil):
-                pollUntil = w
-        delta = -1
-        if pollUntil != 0:
-            if now == 0:
-                now = sched.now
-            delta = max(pollUntil - now, 0)
-        # poll network (netpollWaiters > 0 never holds here: no network)
-        if sched.netpollInited and pollUntil != 0 and sched.lastpoll != 0:  # Xchg64(&sched.lastpoll, 0) != 0
-            sched.lastpoll = 0
-            sched.pollUntil = pollUntil
-            if mp.p is not None:
-                raise Throw("findrunnable: netpoll with p")
-            if mp.spinning:
-                raise Throw("findrunnable: netpoll with spinning")
-            mp.wasSpinning = wasSpinning
-            if netpoll(sched, mp, delta):
-                return None, False  # blocked; netpollreturn runs when its process is woken
-            if netpollreturn(sched, mp):
-                continue
-        elif pollUntil != 0 and sched.netpollInited:
-            if sched.pollUntil == 0 or sched.pollUntil > pollUntil:
-                netpollBreak(sched)
-        if stopm(sched, mp, Resume.FINDRUNNABLE):
-            return None, False
-        stopm_return(sched, mp)
-
-
 def resetspinning(sched: Sched, mp: M) -> None:
     """Go's resetspinning: the spinning M found work; maybe another should spin (wakep)."""
     if not mp.spinning:
@@ -327,101 +174,3 @@ def goschedImpl(sched: Sched, mp: M, gp: G) -> None:
     schedule(sched, mp)
 
 
-def ready(sched: Sched, mp: M, gp: G) -> None:
-    """Go's ready (goready): gp becomes runnable next on the current P, and maybe an M wakes."""
-    gp.status = _Grunnable
-    gp.waitreason = ""
-    runqput(sched, mp.p, gp, True)
-    wakep(sched, mp)
-
-
-def newproc(sched: Sched, mp: M, prog: str, n: int) -> None:
-    """Go's newproc, once per `go` statement (n times): newproc1, runqput in runnext, then wakep once
-    main has started."""
-    parent = mp.curg
-    for _ in range(n):
-        p = mp.p
-        newg = newproc1(sched, p, prog, parent)
-        runqput(sched, p, newg, True)
-        if sched.mainStarted:
-            wakep(sched, mp)
-
-
-def newproc1(sched: Sched, p: P, prog: str, parent: G | None) -> G:
-    """Go's newproc1: a dead G from gfget, else a new one (allgadd); its goid from p's goidcache,
-    refilled from sched.goidgen in batches of _GoidCacheBatch; system goroutines count in ngsys."""
-    newg = gfget(sched, p)
-    if newg is None:
-        newg = G(goid=0, prog=prog)
-        sched.allgs.append(newg)  # allgadd
-    else:
-        sched.goids.pop(newg.goid, None)
-        newg.__init__(goid=0, prog=prog)  # a fresh start on the reused descriptor
-    newg.parent = parent
-    if p.goidcache == p.goidcacheend:
-        # Sched.goidgen is the last allocated id, this batch must be
-        # [sched.goidgen+1, sched.goidgen+GoidCacheBatch]; at startup main receives goid=1.
-        sched.goidgen += _GoidCacheBatch
-        p.goidcache = sched.goidgen - (_GoidCacheBatch - 1)
-        p.goidcacheend = p.goidcache + _GoidCacheBatch
-    newg.goid = p.goidcache
-    p.goidcache += 1
-    sched.goids[newg.goid] = newg
-    if isSystemGoroutine(newg):
-        sched.ngsys += 1
-        sched.stats["goroutines_system"] += 1
-    else:
-        sched.stats["goroutines_created"] += 1
-        if parent is not None:
-            parent.live_children += 1
-    return newg
-
-
-def gfget(sched: Sched, p: P) -> G | None:
-    """Go's gfget: a dead G from p's free list; when that is empty, first move a batch (up to 32)
-    from the global free list (sched.gFree)."""
-    if not p.gFree and sched.gFree:
-        while len(p.gFree) < 32 and sched.gFree:
-            p.gFree.append(sched.gFree.pop())
-    if not p.gFree:
-        return None
-    return p.gFree.pop()
-
-
-def gfput(sched: Sched, p: P, gp: G) -> None:
-    """Go's gfput: gp goes on p's free list; at 64, move Gs to the global list until fewer than 32
-    are left (31)."""
-    p.gFree.append(gp)
-    if len(p.gFree) >= 64:
-        while len(p.gFree) >= 32:
-            sched.gFree.append(p.gFree.pop())
-
-
-def mstartm0(sched: Sched) -> None:
-    """Go's mstartm0 (mstart1 on m0): a cgo binary makes its extra M (newextram). Here it runs in
-    schedinit, before runtime.main's newm(sysmon), as m0's mstart does in Go."""
-    if sched.iscgo and not sched.cgoHasExtraM:
-        sched.cgoHasExtraM = True
-        newextram(sched)
-
-
-def newextram(sched: Sched) -> None:
-    """Go's newextram → oneNewExtraM: an M for C threads calling into Go; it has no thread until one
-    does (never, here), so it is virtual and has no g0 slot (allocm in a cgo binary: malg(-1)). Its
-    dead G is locked to it, takes its goid straight from sched.goidgen, and counts in ngsys."""
-    mp = allocm(sched, None, -1, sched.hosts[0], virtual=True)
-    mp.started = True
-    gp = G(goid=0, prog="runtime.goexit", status=_Gdead)  # gp.sched.pc = goexit
-    gp.m = mp
-    mp.curg = gp
-    mp.lockedInt += 1
-    mp.lockedg = gp
-    gp.lockedm = mp
-    sched.goidgen += 1
-    gp.goid = sched.goidgen
-    sched.allgs.append(gp)  # allgadd
-    sched.goids[gp.goid] = gp
-    sched.ngsys += 1
-    sched.stats["goroutines_system"] += 1
-    sched.extram.append(mp)
-    sched.extraMCount += 1

@@ -18,7 +18,7 @@ class FaultPort:
         self._loop.act.signal_m(mp, sig)
 
     def kill_agent(self, host: str, rec: dict) -> None:
-        self._loop.hosts.kill_agent(host, rec)
+        self._loop.restarts.kill_agent(host, rec)
 
     def tell_m(self, mid: int, t: str) -> None:
         self._loop.act.send_m(mid, t)

@@ -1,17 +1,11 @@
-"""The host agents: their hello and welcome, heartbeats and cut-off, death, restart and rejoin,
-and their goodbyes at shutdown."""
+"""The host agents the run knows: their hello and welcome, heartbeats and cut-off, rejoin, and their
+goodbyes at shutdown (a local agent's death and restart are restarts.py's)."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 
-import zmq
-
-from coordinator.shell.result import Outcome
 from protocol.codec import ProtocolError, decode
-from protocol.owner import alive
 from protocol.timing import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S
 from protocol.transport import parse_identity
 
@@ -30,23 +24,19 @@ class AgentControl:
 
 class Hosts:
     """Every host agent the run knows, by host name. `loop` is the Coordinator: its sched, event(),
-    end(), clock, wire, rec, delivery and actuator."""
+    clock, wire, rec, delivery, actuator and restarts."""
 
-    def __init__(self, loop, control: AgentControl | None, poller: zmq.Poller):
+    def __init__(self, loop, control: AgentControl | None):
         self.loop = loop
         self.control = control
-        self.poller = poller
         self.agents: dict[str, dict] = {}  # host -> its agent_hello
         self.agent_ident: dict[str, bytes] = {}  # host -> its current agent's identity
         self.agent_up: dict[str, bool] = {}
         self.agent_seen: dict[str, float] = {}  # host -> when its agent was last heard
         self.agent_spoke: dict[str, bool] = {}  # host -> its agent has sent us something since our welcome
-        self.agent_fds: dict[int, str] = {}  # pidfd -> host
         self.byes: dict[str, dict] = {}  # host -> what its agent left behind at shutdown
         self.host_lost: list[dict] = []
         self.next_beat = 0.0
-        self.restart_agents = True
-        self.kill_rec: dict | None = None  # the kill-template fault's record, once it fired
 
     # --- joining ------------------------------------------------------------------------------------
 
@@ -101,19 +91,11 @@ class Hosts:
         self.agent_ident[host] = ident
         self.agent_seen[host] = time.monotonic()
         self.agent_up[host] = True
-        if self.control is not None and host not in self.agent_fds.values():  # not watched since its restart
-            self.watch_agent(host, msg["pid"])
+        restarts = self.loop.restarts
+        if self.control is not None and host not in restarts.agent_fds.values():  # not watched since its restart
+            restarts.watch_agent(host, msg["pid"])
         log.info("host agent %s (pid %d) joined: arena %s, %d slots of %d bytes",
                  host, msg["pid"], msg["arena"], msg["slots"], msg["slot_size"])
-
-    def watch_agent(self, host: str, pid: int) -> None:
-        """A pidfd on a local host agent: its death comes to agent_died."""
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return
-        self.agent_fds[fd] = host
-        self.poller.register(fd, zmq.POLLIN)
 
     def welcome(self, host: str) -> None:
         self.agent_spoke[host] = False
@@ -163,7 +145,7 @@ class Hosts:
             if key[0] == "signal" and p.identity == old_ident:
                 p.identity = msg["_from"]
                 p.resend_at = 0.0
-        rec = self.kill_rec
+        rec = c.restarts.kill_rec
         if rec is not None and rec.get("recovery"):
             rec["recovery"] += f", {n} Ms watched again"
 
@@ -186,78 +168,6 @@ class Hosts:
         log.warning("host %s %s: cut off, its Ms fenced", host, why)
         self.host_lost.append({"host": host, "time_ms": self.loop.clock.go_ms()})
         self.loop.event({"t": "hostlost", "host": host}, None)
-
-    # --- death and restart --------------------------------------------------------------------------
-
-    def kill_agent(self, host: str, rec: dict) -> None:
-        """kill-template: SIGKILL the host agent (the template thread, the reaper)."""
-        self.restart_agents = bool(rec.get("restart", True))
-        self.kill_rec = rec
-        pid = self.agents[host]["pid"]
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def died(self, events: dict) -> None:
-        """The agents whose pidfd the poll says readable (each is dead)."""
-        for fd, host in list(self.agent_fds.items()):
-            if fd in events and not self.loop.done:
-                self.agent_died(fd, host)
-
-    def agent_died(self, fd: int, host: str) -> None:
-        c = self.loop
-        self.poller.unregister(fd)
-        os.close(fd)
-        del self.agent_fds[fd]
-        was_up = self.agent_up.get(host, False)
-        self.agent_up[host] = False
-        rec = self.kill_rec
-        if rec is not None:
-            rec["detected_ms"] = c.clock.go_ms()
-        if not self.restart_agents or self.control is None:
-            self.end_orphaned_ms(host)
-            msg = f"host agent {host} died"
-            c.end(Outcome("fatal", msg, [f"gmpsim: host agent {host} (the template thread) died",
-                                         f"fatal error: {msg}"], reason="fatal error"))
-            return
-        if not was_up:  # its restarted incarnation died before it rejoined (e.g. its arena was gone)
-            restarts = sum(r["host"] == host for r in c.rec.agent_restarts)
-            log.error("host agent %s died before its hello after %d restart(s) (its arena gone? /dev/shm full?)",
-                      host, restarts)
-            self.end_orphaned_ms(host)
-            msg = f"host agent {host} died"
-            c.end(Outcome("fatal", msg, [f"gmpsim: host agent {host} (the template thread) died again "
-                                         "before it rejoined", f"fatal error: {msg}"], reason="fatal error"))
-            return
-        pid = self.control.restart(host)
-        c.rec.agent_restarts.append({"host": host, "time_ms": c.clock.go_ms(), "pid": pid, "hello": False,
-                                     "why": "killed by a fault" if rec is not None else "died"})
-        log.warning("host agent %s died; restarted it (pid %d)", host, pid)
-        self.watch_agent(host, pid)  # from now: one that dies before its hello must not go unseen
-        if rec is not None:
-            rec["recovery"] = f"agent restarted (pid {pid}), arena adopted"
-        # Fork orders the dead agent may or may not have carried out: a new incarnation of each.
-        for key in [k for k in c.delivery.pending if k[0] == "fork"]:
-            c.delivery.done(key)
-            mp = c.sched.allm.get(key[1])
-            if mp is not None and not mp.started and mp.epoch == key[2]:
-                c.event({"t": "refork", "m": key[1], "cepoch": key[2]}, None)
-
-    def end_orphaned_ms(self, host: str) -> None:
-        """A local host agent gone for good: no one else will end its Ms (same machine: we can).
-        SIGKILL each, and give them a moment to be gone before the run counts what is left."""
-        sched = self.loop.sched
-        pids = [pid for mid, pid in self.loop.rec.pids.items()
-                if pid and sched is not None and getattr(sched.allm.get(mid), "host", None) == host]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 2.0
-        while any(alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.01)
 
     # --- the end ------------------------------------------------------------------------------------
 
@@ -283,8 +193,3 @@ class Hosts:
                     continue
                 if who[0] == "agent" and msg["t"] == "bye" and self.registered_agent(ident, msg["host"]):
                     self.bye(msg["host"], msg)
-
-    def close(self) -> None:
-        for fd in list(self.agent_fds):
-            os.close(fd)
-        self.agent_fds.clear()

@@ -4,12 +4,12 @@ The loop is sched.lock: one thread takes one event at a time (an M's or agent's 
 one of sysmon's sleeps, the end of the wait of the M blocked in netpoll, an agent's death), hands it
 to core.step with the Go clock, and has the effects carried out. The pieces, one file each:
 wire.py (the ROUTER socket), intake.py (frames in, routed by sender kind), hosts.py (the host
-agents: hello, heartbeats, cut-off, death, restart, rejoin), actuator.py (effects out: forks,
-replies, wakes, preemptions, stack frees, timers), overdue.py (unanswered orders: resent, fenced,
-reforked), clock.py (Go time <-> wall time; sysmon's and netpoll's timers), delivery.py (the
-bookkeeping of resends and cached replies), faultport.py (what the fault Injector may do),
-result.py (Outcome, Recorder, RunResult: what a run hands back). The core's invariants are checked
-after every step.
+agents: hello, heartbeats, cut-off, rejoin), restarts.py (a local agent's death and restart),
+actuator.py (effects out: forks, replies, wakes, preemptions, stack frees, timers), overdue.py
+(unanswered orders: resent, fenced, reforked), clock.py (Go time <-> wall time; sysmon's and
+netpoll's timers), delivery.py (the bookkeeping of resends and cached replies), faultport.py (what
+the fault Injector may do), result.py (Outcome, Recorder, RunResult: what a run hands back). The
+core's invariants are checked after every step.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from coordinator.shell.faultport import FaultPort
 from coordinator.shell.hosts import AGENT_HELLO_TIMEOUT_S, AgentControl, Hosts
 from coordinator.shell.intake import Intake
 from coordinator.shell.overdue import Overdue
+from coordinator.shell.restarts import AgentRestarts
 from coordinator.shell.result import Outcome, Recorder, RunResult
 from coordinator.shell.wire import Wire
 from protocol.timing import RESEND_S
@@ -74,7 +75,8 @@ class Coordinator:
         self.poller = zmq.Poller()
         self.poller.register(self.wire.sock, zmq.POLLIN)
         self.delivery = Delivery(RESEND_S, getattr(scenario, "lost_after_ms", 2000.0) / 1000)
-        self.hosts = Hosts(self, agents, self.poller)
+        self.hosts = Hosts(self, agents)
+        self.restarts = AgentRestarts(self, agents, self.poller)
         self.intake = Intake(self)
         self.act = Actuator(self)
         self.overdue = Overdue(self)
@@ -130,7 +132,7 @@ class Coordinator:
             self.idle_s += time.monotonic() - now
             if self.wire.sock in events:
                 self.intake.drain()  # what is there: each message is one event
-            self.hosts.died(events)
+            self.restarts.died(events)
             if self.done:
                 break
             now = time.monotonic()
@@ -220,5 +222,5 @@ class Coordinator:
             arenas=[a["arena"] for a in self.hosts.agents.values()])
 
     def close(self) -> None:
-        self.hosts.close()
+        self.restarts.close()
         self.wire.sock.close(linger=0)
