@@ -93,3 +93,17 @@ def test_bad_fault_spec_is_one_line_and_exit_2():
     r = gmpsim("run", "syscall-storm", "--fault", "kill-m:every=fast")
     assert r.code == 2
     assert r.stderr.strip().count("\n") == 0 and "every" in r.stderr
+
+
+def test_an_agent_killed_for_good_leaves_nothing_the_report_counts(tmp_path):
+    """kill-template with restart=false: the run ends fatal (the host's template thread is gone),
+    and the dead agent's arena is unlinked by the coordinator, its parent, as part of the orderly
+    end: the report's leaks are 0, not the arena counted (twice) and left to the last-resort sweep."""
+    r = gmpsim("run", "steady", "--fault", "kill-template:at=20ms,restart=false", out_dir=tmp_path / "run")
+    rep = r.report
+    assert rep["outcome"] == "fatal" and "host agent local died" in rep["fatal"]["message"], rep["outcome"]
+    assert rep["goroutines"]["lost"] == 0
+    assert rep["leaks"] == {"processes": 0, "shm_segments": 0}
+    log = (tmp_path / "run" / "gmpsim.log").read_text()
+    assert "its arena" in log and "unlinked by the coordinator" in log
+    assert "left behind after shutdown" not in log

@@ -75,6 +75,11 @@ class LocalAgents:
     def all_pids(self) -> list[int]:
         return [p.pid for ps in self.procs.values() for p in ps]
 
+    def died(self) -> list[str]:
+        """The hosts whose last agent ended without its orderly cleanup (killed, crashed): nobody
+        else is left to unlink their arenas (the Ms were told to shut down by the coordinator)."""
+        return [host for host, ps in self.procs.items() if ps and ps[-1].exitcode not in (0, None)]
+
     def stop(self, wait_s: float, told: set[str] = frozenset()) -> None:
         """Wait for each agent to end (up to wait_s for those told to shut down; the others, e.g.
         forked but not yet welcomed when a signal came, get a SIGTERM: their orderly cleanup)."""
@@ -141,6 +146,15 @@ def sweep(pids, shm_names) -> int:
     while any(p and alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.01)
     return n
+
+
+def unlink_arena(name: str) -> None:
+    """Unlink a local agent's g0 arena that the agent, dead, could not unlink itself."""
+    try:
+        os.unlink(os.path.join("/dev/shm", name))
+        log.info("host agent died: its arena %s unlinked by the coordinator", name)
+    except FileNotFoundError:
+        pass
 
 
 def count_leaks(pids, shm_names) -> dict:
@@ -249,14 +263,16 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
                 if listen:
                     coord.collect_byes(SHUTDOWN_WAIT_S)
             agents.stop(SHUTDOWN_WAIT_S, told)
+            for host in agents.died():  # the dead agent's part of the orderly end is its parent's
+                unlink_arena(arena_name(run_id, host))
         finally:
             # Whatever happened above, nothing of the run stays: count what its own shutdown left
             # (the report says so), then end it.
             res = coord.result() if coord is not None else None
             pids = list(res.rec.pids.values()) if res is not None else []
             pids += agents.all_pids()
-            shm = list(res.arenas) if res is not None else []
-            shm += [arena_name(run_id, host) for host in agents.procs]  # said hello or not
+            shm = set(res.arenas) if res is not None else set()
+            shm |= {arena_name(run_id, host) for host in agents.procs}  # said hello or not
             leaks = count_leaks(pids, shm) if listen is None else remote_leaks(res)
             if listen is None and (leaks["processes"] or leaks["shm_segments"]):
                 log.error("left behind after shutdown: pids %s, segments %s; sweeping them",
