@@ -1,8 +1,10 @@
 """Nothing left behind: every test ends with no process of its own still alive (besides pytest) and
-no gmpsim shared-memory segment that was not there before it. The fixture fails the test otherwise."""
+no gmpsim shared-memory segment that was not there before it. The fixture fails the test otherwise.
+Each test also gets the marker of its directory (tests/runtime/ -> `runtime`, ...: pyproject's list)."""
 from __future__ import annotations
 
 import os
+import pathlib
 import time
 
 import pytest
@@ -15,6 +17,15 @@ from protocol.owner import owner_alive, owner_of
 os.environ.setdefault("GMPSIM_CHECK_OUTGOING", "1")
 
 SHM_DIR = "/dev/shm"
+TESTS = pathlib.Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The marker is the directory: `pytest -m runtime` runs the pure core's tests alone."""
+    for item in items:
+        parts = pathlib.Path(item.fspath).resolve().relative_to(TESTS).parts
+        if len(parts) > 1:
+            item.add_marker(parts[0])
 
 
 def _our_processes() -> set[int]:

@@ -1,4 +1,4 @@
-"""Podman for the container tests (tests/test_containers.py): what this machine needs installed and
+"""Podman for the container tests (tests/deploy/test_containers.py): what this machine needs installed and
 configured, the cached base image, the gmpsim image, and every podman call bounded by a timeout.
 
 This machine's quirks (FACTS.md): crun refuses the hybrid cgroup layout, so runc; root cannot raise

@@ -165,7 +165,7 @@ func run(name string, isMain bool) {
 				return
 			}
 			runtime.Goexit()
-		default: // an op protocol/ops.py has and this program lacks (tests/test_compare.py checks)
+		default: // an op protocol/ops.py has and this program lacks (tests/compare/test_compare.py checks)
 			panic("gmpsim compare: op " + o.name + " has no Go twin in main.go")
 		}
 		pc, loops = advance(code, pc+1, loops)

@@ -9,9 +9,8 @@ from coordinator.runtime import effects as fx
 from coordinator.runtime.proc import handoffp, pidleget
 from coordinator.runtime.sched import G, _Gwaiting, _Pidle
 from coordinator.runtime.timers import doaddtimer
-
-from .steps import WORKER, of, started
-from .world import World
+from tests.steps import WORKER, of, started
+from tests.world import World
 
 
 def test_one_p_sleep_blocks_m0_in_netpoll_until_the_timer():

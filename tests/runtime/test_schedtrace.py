@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coordinator.runtime import effects as fx
-
-from .world import World
+from tests.world import World
 
 PROGRAMS = {"main": [["run", 1]], "worker": [["run", 1]]}
 

@@ -217,7 +217,7 @@ def test_every_op_is_documented_and_has_a_go_twin():
     """The op table (protocol/ops.py TABLE) is the one source: a new row without its README line or
     its case in the compare program (coordinator/compare/gosrc/main.go, the Go interpreter of the
     same vocabulary) fails here, not on a user's run."""
-    root = pathlib.Path(__file__).resolve().parent.parent
+    root = pathlib.Path(__file__).resolve().parents[2]
     readme = (root / "README.md").read_text()
     main_go = (root / "coordinator/compare/gosrc/main.go").read_text()
     for name in OPS:

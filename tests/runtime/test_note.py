@@ -7,8 +7,7 @@ from coordinator.runtime import effects as fx
 from coordinator.runtime.note import Note, noteclear, notesleep, notewakeup
 from coordinator.runtime.proc import mPark
 from protocol.throw import Throw
-
-from .world import World
+from tests.world import World
 
 
 def test_a_wakeup_before_the_sleep_is_not_lost():

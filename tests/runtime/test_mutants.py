@@ -17,11 +17,10 @@ from coordinator.runtime import proc as proc_mod
 from coordinator.runtime.checkdead import checkdead
 from coordinator.runtime.newproc import newproc
 from coordinator.runtime.sched import G, _Grunnable, _Gwaiting, _Prunning, _Psyscall, forcePreemptNS, syscallLazyNS
-
-from . import steps
-from .steps import of, warm
-from .world import World
-from .world_procs import RUNNING
+from tests import steps
+from tests.steps import of, warm
+from tests.world import World
+from tests.world_procs import RUNNING
 
 PROGS = {"main": [["run", 1]], "w": [["run", 1]]}
 

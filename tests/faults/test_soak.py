@@ -1,4 +1,4 @@
-"""Soak: the chaos scenarios again and again for a few minutes (`pytest -m soak tests/test_soak.py`;
+"""Soak: the chaos scenarios again and again for a few minutes (`pytest -m soak tests/faults/test_soak.py`;
 not in `make test`). Every run must end as its scenario expects, with nothing left behind and a
 report that agrees with itself."""
 from __future__ import annotations

@@ -11,10 +11,9 @@ from coordinator.runtime.proc import mPark, pidleput
 from coordinator.runtime.runq import globrunqget, globrunqput, runqput
 from coordinator.runtime.sched import _LOCAL_RUNQ_SIZE, G, _Grunnable, _Prunning, _Psyscall, forcePreemptNS
 from protocol.throw import Throw
-
-from .steps import WORKER, of, started, warm
-from .world import World
-from .world_procs import PARKED
+from tests.steps import WORKER, of, started, warm
+from tests.world import World
+from tests.world_procs import PARKED
 
 
 def fatal_of(w: World) -> fx.Fatal:

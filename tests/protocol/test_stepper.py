@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from protocol.messages import CATALOGUE, position
 from protocol.ops import RUNTIME_OPS, TABLE, compile_program
 from protocol.stepper import EXITSYSCALL, SYSCALL_ENTRIES, next_step
-from tests.test_ops import _programs, expand
+from tests.protocol.test_ops import _programs, expand
 
 
 def fields(step) -> list:

@@ -13,8 +13,7 @@ import pytest
 from coordinator.compare import gobuild, table
 from coordinator.compare.gorun import parse_stderr, run_go
 from coordinator.scenario import loads
-
-from .gmpsim_cli import gmpsim
+from tests.gmpsim_cli import gmpsim
 
 needs_go = pytest.mark.skipif(shutil.which("go") is None,
                               reason="no `go` on PATH (apt-get install golang-go); .ci/run installs it")

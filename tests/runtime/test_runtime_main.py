@@ -7,10 +7,9 @@ from coordinator.runtime import effects as fx
 from coordinator.runtime.checkdead import checkdead
 from coordinator.runtime.newproc import gfget, gfput
 from coordinator.runtime.sched import G, P, Sched, _Grunnable, _Gwaiting
-
-from .world import World
-from .world_checks import cgo_hang
-from .world_procs import pos
+from tests.world import World
+from tests.world_checks import cgo_hang
+from tests.world_procs import pos
 
 BARE = {"main": [["run", 1000]]}
 

@@ -20,9 +20,8 @@ from coordinator.runtime import effects as fx
 from coordinator.runtime.sched import _Psyscall
 from coordinator.scenario import load
 from coordinator.shell.loop import touched_ms
-
-from .world import World
-from .world_procs import RUNNING
+from tests.world import World
+from tests.world_procs import RUNNING
 
 WALL0 = 1000.0
 TIMESCALE = 100  # wall µs per Go µs, for the fake wall clock of a scripted run

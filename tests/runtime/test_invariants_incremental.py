@@ -11,9 +11,9 @@ from coordinator.runtime import checker as incremental
 from coordinator.runtime import invariants
 from coordinator.runtime.sched import _Gwaiting, _Psyscall
 from coordinator.shell.loop import touched_ms
+from tests.world import World
 
 from .test_core_machine import PROGRAM_SETS
-from .world import World
 
 CORRUPTIONS = ("spinning", "blocked", "slot", "p", "curg.m", "park.key", "nmidle", "npidle", "runqsize",
                "nmfreed", "nmidlelocked")

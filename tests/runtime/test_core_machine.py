@@ -20,10 +20,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from coordinator.runtime.core import BadEvent, step
 from coordinator.runtime.sched import _Gdead, _Grunnable, _Grunning, _Gsyscall, _Gwaiting
-
-from .world import World
-from .world_checks import cgo_hang, snapshot
-from .world_procs import PARKED, pos
+from tests.world import World
+from tests.world_checks import cgo_hang, snapshot
+from tests.world_procs import PARKED, pos
 
 PROGRAMS = {"main": [["run", 1]], "worker": [["run", 1]]}
 PICK = st.integers(0, 63)

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import pytest
 
-from .netlab import lab  # noqa: F401  (the fixture)
+from tests.netlab import lab  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.multihost
 

@@ -27,7 +27,7 @@ from protocol.codec import MAX_FRAME_BYTES
 
 pytestmark = pytest.mark.processes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SEED = 20261127
 MIN_FRAMES = 100_000
 SEND_BUDGET_S = 20.0

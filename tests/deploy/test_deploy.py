@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"  # the build context is the repository root
@@ -207,7 +207,7 @@ def _dockerignore_excludes(path: str) -> bool:
 def test_dockerignore_keeps_the_context_small_and_secret_free():
     assert DOCKERIGNORE.is_file(), "the build context is the repository root: .dockerignore belongs there"
     for path in (".venv/bin/python", "runs/syscall-storm-1/report.json", ".git/HEAD", "deploy/keys/agent.key_secret",
-                 "deploy/keys/coordinator.key", "tests/test_deploy.py", "coordinator/__pycache__/cli.cpython-311.pyc",
+                 "deploy/keys/coordinator.key", "tests/deploy/test_deploy.py", "coordinator/__pycache__/cli.cpython-311.pyc",
                  ".pytest_cache/v/cache/lastfailed", ".hypothesis/x", "gmpsim.egg-info/PKG-INFO"):
         assert _dockerignore_excludes(path), f"{path} would be sent to the Docker daemon"
     for src in _copied_sources():

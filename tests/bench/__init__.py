@@ -1,0 +1,1 @@
+"""Tests of gmpsim bench, kept small (marker `bench`, set by this directory)."""

@@ -1,0 +1,1 @@
+"""Tests of what a run shows: trace.json, threads.png, progress, metrics (marker `observe`, set by this directory)."""
