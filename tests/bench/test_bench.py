@@ -28,7 +28,10 @@ def test_bench_quick_json(tmp_path):
     assert res["pace"]["outcome"] == "ok" and res["pace"]["threads_at_100ms"] > 2
     sc = res["scale"]
     assert sc["outcome"] == "ok" and sc["lost"] == 0 and sc["leaks"] == 0 and sc["live_ms_sampled"] > 50
-    assert sc["used_kb_per_m"] > 0 and sc["parts"]["m_threads"] == 3  # main, ZeroMQ I/O, reaper
+    # The machine's used memory per M is a difference of MemAvailable: another process freeing
+    # memory meanwhile can make it negative, so only its presence is asserted; an M's own pages can't lie.
+    assert isinstance(sc["used_kb_per_m"], int) and sum(sc["parts"]["m_private_dirty"].values()) > 0
+    assert sc["parts"]["m_threads"] == 3  # main, ZeroMQ I/O, reaper
     for k in ("newm_p50_over_fork_floor", "wake_p50_over_zmq_one_way", "events_over_router_loop",
               "pace_over_burst_fork_floor"):
         assert res["ratios"][k] is not None and res["ratios"][k] > 0, k
