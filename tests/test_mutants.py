@@ -737,3 +737,23 @@ def test_netpoll_returns_at_once_on_a_break_left_by_a_dead_poller():
     assert fx.Wake(0, 1) in out or fx.Wake(0, 0) in out, out
     assert w.woken(0) == [fx.Park(0), fx.NetpollSleep(0, 1_000_000)]
     assert s.netpollWakeSig == 0 and s.pollm is s.m0
+
+
+def test_the_m_back_from_netpoll_goes_on_at_findrunnables_top():
+    """findrunnable after netpoll(delay) returns: pidleget, acquirep, (spinning again,) `goto top`: its
+    own P's due timer readies G1 (runnext), which it runs; not schedule's top, where a P at
+    schedtick%61 == 0 (P0: 0) would first take one G from the global queue."""
+    w = started(gomaxprocs=3)
+    w.newproc(0, "w", 1)
+    (m2,) = w.forked()
+    w.hello(m2)  # steals G2; wakep: P2 to a spinning M3, not started (so no more wakep)
+    assert len(w.forked()) == 1
+    assert w.gopark(0, "sleep", 5000)[-1] == fx.NetpollSleep(0, 5_000_000)  # P0 idle, schedtick 0
+    p0 = w.sched.allp[0]
+    assert p0.schedtick == 0 and w.sched.npidle == 1
+    w.newproc(m2, "w", 300)  # P1's runq overflows to the global queue
+    n = w.sched.runqsize
+    assert n > 0
+    w.netpoll()
+    assert w.woken(0) == [fx.Execute(0, 1)]
+    assert w.sched.runqsize == n
