@@ -757,3 +757,26 @@ def test_the_m_back_from_netpoll_goes_on_at_findrunnables_top():
     w.netpoll()
     assert w.woken(0) == [fx.Execute(0, 1)]
     assert w.sched.runqsize == n
+
+
+# --- netpoll / netpollreturn -------------------------------------------------------------------
+
+def test_netpoll_waits_at_most_1e9_ms():
+    """netpoll (netpoll_epoll.go): `else if delay < 1e15 { waitms = int32(delay / 1e6) } else { waitms =
+    1e9 }`: ~11.5 days at most for a timer (main sleeps 20 days)."""
+    w = started(gomaxprocs=1)
+    out = w.gopark(0, "sleep", 20 * 86_400 * 1_000_000)
+    assert out == [fx.Park(0), fx.NetpollSleep(0, 1_000_000_000 * 1_000_000)]
+
+
+def test_a_poll_that_timed_out_leaves_no_break_byte():
+    """A netpoll that returns (here by its timeout) has read any netpollBreak byte
+    (netpollWakeSig = 0): going on at findrunnable's top, the M steals once more (4 steal orders) and
+    its next netpoll blocks at once; it does not return again for a stale byte (another round)."""
+    w = started(gomaxprocs=1)
+    w.gopark(0, "sleep", 1500)
+    w.netpoll()
+    before = w.sched.rng.getstate()
+    assert w.woken(0) == [fx.Park(0), fx.NetpollSleep(0, 2_000_000)]
+    assert w.sched.rng.getstate() == steal_draws(before, 1, 4)
+    assert w.sched.netpollWakeSig == 0
