@@ -1,9 +1,10 @@
 """Robustness with real processes: a coordinator that is flooded with garbage and forgeries runs on as
-if nothing happened, and a coordinator that is SIGKILLed leaves nothing behind.
+if nothing happened.
 
-Both tests start the real `gmpsim run` as a subprocess and find its endpoint and run id in its
-gmpsim.log. The fuzzer is seeded (random.Random(SEED)): a failure replays with the same frames in
-the same order (only their interleaving with the run's own messages depends on timing).
+The test starts the real `gmpsim run` as a subprocess (tests/shell/robust_run.py) and finds its
+endpoint and run id in its gmpsim.log. The fuzzer is seeded (random.Random(SEED)): a failure replays
+with the same frames in the same order (only their interleaving with the run's own messages depends
+on timing). A coordinator SIGKILLed: test_robustness_kill.py.
 """
 from __future__ import annotations
 
@@ -11,71 +12,21 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import msgpack
 import pytest
 import zmq
 
-from coordinator.shell.procfs import descendants, processes, stat
 from protocol import messages as pm
 from protocol.codec import MAX_FRAME_BYTES
+from tests.shell.robust_run import run_line, start_run, stop, wait_for
 
 pytestmark = pytest.mark.processes
 
-ROOT = Path(__file__).resolve().parents[2]
 SEED = 20261127
 MIN_FRAMES = 100_000
 SEND_BUDGET_S = 20.0
-RUN_LINE = re.compile(r"run (\w+): scenario .* endpoint (ipc://\S+)")
-
-
-# --- the run under test ---------------------------------------------------------------------------
-
-def start_run(out: Path, *args: str) -> tuple[subprocess.Popen, object]:
-    """`gmpsim run steady ARGS --out OUT` in the background; its stdout/stderr go to a file."""
-    out.mkdir(parents=True, exist_ok=True)
-    console = open(out.parent / f"{out.name}.console", "w+")
-    cmd = [sys.executable, "-m", "coordinator.cli", "run", "steady", "--no-progress", *args, "--out", str(out)]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=console, stderr=subprocess.STDOUT), console
-
-
-def wait_for(what: str, predicate, timeout: float, proc: subprocess.Popen | None = None, every: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the run ended (code {proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout:g}s")
-        time.sleep(every)
-
-
-def run_line(out: Path) -> tuple[str, str] | None:
-    """(run id, endpoint) from the run's gmpsim.log, once it is there."""
-    try:
-        text = (out / "gmpsim.log").read_text(errors="replace")
-    except FileNotFoundError:
-        return None
-    m = RUN_LINE.search(text)
-    return (m[1], m[2]) if m else None
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Make sure the run is over and reaped (after a failure too)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 # --- the fuzzer ------------------------------------------------------------------------------------
@@ -373,70 +324,3 @@ def test_fuzzed_frames_do_not_change_the_run(tmp_path):
     assert len(joined) == 1 and joined[0][1] != "1", joined
     assert report["leaks"] == {"processes": 0, "shm_segments": 0}
 
-
-# --- a coordinator SIGKILLed ---------------------------------------------------------------------
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, pgid) of a process, None once it is gone."""
-    fields = stat(pid)
-    return None if fields is None else (fields[0], int(fields[1]), int(fields[2]))
-
-
-def _describe(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")[:80]
-        with open(f"/proc/{pid}/wchan") as f:
-            wchan = f.read()
-    except OSError:
-        cmd = wchan = "?"
-    return f"{pid} {_stat(pid)} {wchan} {cmd}"
-
-
-def _group_processes() -> set[int]:
-    """Live processes of pytest's process group other than pytest (as conftest counts them)."""
-    me, pgid = os.getpid(), os.getpgid(0)
-    return {p for p, (state, _, pgrp) in processes().items() if pgrp == pgid and state != "Z" and p != me}
-
-
-def _descendants(root: int) -> set[int]:
-    return set(descendants(root))
-
-
-def test_coordinator_killed_leaves_nothing_behind(tmp_path):
-    before = _group_processes()
-    out = tmp_path / "run"
-    proc, console = start_run(out)
-    try:
-        wait_for("schedtrace.log content", lambda: (out / "schedtrace.log").exists()
-                 and (out / "schedtrace.log").stat().st_size > 0, 30, proc)
-        run_id, endpoint = run_line(out)
-        rundir = os.path.dirname(endpoint[len("ipc://"):])
-        shm = f"/dev/shm/gmpsim-{run_id}-local"
-        # The run is under way: its agent and a few Ms exist.
-        wait_for("an agent and 3 Ms", lambda: len(_descendants(proc.pid)) >= 4, 20, proc)
-        run_procs = _descendants(proc.pid) | (_group_processes() - before - {proc.pid})
-        assert os.path.exists(shm) and os.path.isdir(rundir)
-        os.kill(proc.pid, signal.SIGKILL)
-        killed = time.monotonic()
-        proc.wait(5)  # the coordinator itself (a zombie until reaped)
-
-        def left():
-            procs = {p for p in run_procs | (_group_processes() - before) if (st := _stat(p)) and st[0] != "Z"}
-            return procs, os.path.exists(shm), os.path.exists(rundir)
-
-        deadline = killed + 5.0
-        while any(left()) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        gone_after = time.monotonic() - killed
-        procs, shm_left, rundir_left = left()
-        print(f"\nSIGKILL: {len(run_procs)} processes of the run; all gone after {gone_after:.2f}s")
-        assert not procs, (f"still alive {gone_after:.1f}s after the coordinator's SIGKILL: "
-                           f"{[_describe(p) for p in sorted(procs)]}")
-        assert not shm_left, f"{shm} still there"
-        assert not rundir_left, f"the run directory {rundir} still there"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        console.close()
