@@ -1,0 +1,6 @@
+"""The processes that are Ms and host agents.
+
+m.py (an M: mstart, the schedule loop, newosproc as a fork), run_ops.py (goroutine ops through the
+op stepper), g0.py (the g0 stack arena), agent.py and hostms.py (the host agent: the template
+thread), reaper.py, machine_limits.py.
+"""
