@@ -1,0 +1,444 @@
+"""mdead (coordinator/runtime/mdead.py), gmpsim's own policy for an M whose process dies or that the
+shell fences: no Go twin, so each test names the line of mdead's module docstring it pins, in each
+state describe_m names. Played through step() by the in-memory world (tests/world.py), which checks
+every invariant (invariants.py: counters, P ownership, run queues, freem) after every step.
+
+The rules (mdead.py's docstring):
+- the goroutine it ran (or was handed to run) goes back on the global run queue, unlocked;
+- its P (held, in transit through nextp, or left in _Psyscall) is handed off with handoffp;
+- its records leave allm for sched.freem (freeWait 0 once its process is gone), nmfreed++, and
+  checkdead runs, as in mexit.
+"""
+from __future__ import annotations
+
+from coordinator.runtime import effects as fx
+from coordinator.runtime.mdead import lost_goroutines
+from coordinator.runtime.sched import G, Parked, _Grunnable, _Grunning, _Gsyscall, _Gwaiting
+
+from . import steps
+from .steps import of, warm
+from .world import World
+
+PROGS = {"main": [["run", 1]], "w": [["run", 1]]}
+
+
+def started(**kw) -> World:
+    return steps.started(PROGS, **kw)
+
+
+def recovered(out) -> fx.Recovered:
+    (rec,) = of(out, fx.Recovered)
+    return rec
+
+
+def with_m2_running_g2() -> World:
+    """GOMAXPROCS=2: m0 runs G1 on P0, the spinning M2 stole G2 and runs it on P1."""
+    w = started(gomaxprocs=2)
+    w.newproc(0, "w")
+    assert w.hello(2) == [fx.Execute(2, 2)]
+    return w
+
+
+def with_m2_idle() -> World:
+    """M2 ran G2, which exited; M2 found nothing and sleeps on midle (stopm)."""
+    w = with_m2_running_g2()
+    assert w.goexit(2) == [fx.Park(2)]
+    s = w.sched
+    assert s.midle == [s.allm[2]] and s.nmidle == 1 and s.allm[2].mstartfn == "mspinning"
+    return w
+
+
+def died(w: World, m: int, out) -> None:
+    """The records rule: M m left allm for freem, counted in nmfreed and stats.ms_died."""
+    s = w.sched
+    assert m not in s.allm and s.stats["ms_died"] == 1
+    assert any(x.id == m for x in s.freem) or fx.StackFree(w.procs[m].host, w.procs[m].slot, m) in out
+
+
+# --- starting: forked, no mstart yet -------------------------------------------------------------
+
+def test_a_spinning_m_that_dies_before_mstart_gives_back_its_count_and_its_p():
+    """mdead: an unstarted M whose mstartfn is mspinning was counted in nmspinning by its waker;
+    nmspinning-- and its nextp P handed off (handoffp's CAS(nmspinning, 0, 1): a new spinning M).
+    Its process is gone (freeWait 0): the next allocm frees its g0 stack first."""
+    w = started(gomaxprocs=2)
+    w.newproc(0, "w")
+    s = w.sched
+    assert s.nmspinning == 1 and not s.allm[2].started
+    nmfreed = s.nmfreed
+    out = w.kill(2)
+    assert recovered(out) == fx.Recovered(2, "process died (status -9)", "starting (forked, no mstart yet)", (), (1,))
+    assert out[:2] == [fx.StackFree("local", 1, 2),
+                       fx.Fork(3, None, "local", 1, True, 1, 1, False)]  # the agent forks (caller sysmon)
+    died(w, 2, out)
+    assert s.nmfreed == nmfreed + 1 and s.nmspinning == 1 and s.stats["goroutines_requeued"] == 0
+    assert s.stats["startm.mdead"] == 1
+
+
+def test_a_non_spinning_m_that_dies_before_mstart_leaves_nmspinning():
+    """mdead: only an unstarted M whose mstartfn is mspinning is in nmspinning; one started by
+    handoffp for a P with work (startm(p, false): mstartfn nil) is not. Its P (in transit through
+    nextp, with G2 on it) goes to a new M, non-spinning."""
+    w = started(gomaxprocs=1)
+    w.newproc(0, "w", 1)
+    warm(w, 0)
+    w.entersyscall(0)
+    w.sysmon()
+    out = w.sysmon()  # retake P0 → handoffp → startm(P0, false) → newm M2
+    (fork,) = of(out, fx.Fork)
+    assert fork.m == 2 and not fork.spinning and fork.nextp == 0
+    s = w.sched
+    out = w.kill(2)
+    assert recovered(out).ps == (0,) and recovered(out).doing == "starting (forked, no mstart yet)"
+    (fork,) = of(out, fx.Fork)
+    assert fork.m == 3 and not fork.spinning and fork.nextp == 0
+    assert s.nmspinning == 0
+
+
+def test_a_fenced_m_waits_on_freem_until_its_process_is_gone():
+    """mdead: fenced (gone=False) its process may still run: freeWait 1, so allocm keeps its g0
+    stack; the agent's mexited (freeWait 0) lets the next allocm free it."""
+    w = started(gomaxprocs=2)
+    w.newproc(0, "w")
+    s = w.sched
+    out = w.fence(2)
+    assert recovered(out) == fx.Recovered(2, "lost", "starting (forked, no mstart yet)", (), (1,))
+    assert not of(out, fx.StackFree)  # M3's allocm left the slot: M2's process may still use it
+    (fork,) = of(out, fx.Fork)
+    assert fork.m == 3 and fork.slot == 2
+    (m2,) = [x for x in s.freem if x.id == 2]
+    assert m2.freeWait == 1
+    w.mexited(2)
+    assert m2.freeWait == 0
+
+
+# --- parked (stopm), woken --------------------------------------------------------------------
+
+def test_an_idle_m_leaves_midle():
+    """mdead: an M parked in stopm leaves midle (nmidle--); it held no P and no goroutine. Its
+    mstartfn is still mspinning, but it started long ago: nmspinning is not touched."""
+    w = with_m2_idle()
+    s = w.sched
+    out = w.kill(2)
+    assert recovered(out) == fx.Recovered(2, "process died (status -9)", "parked (stopm)", (), ())
+    assert s.midle == [] and s.nmidle == 0 and s.nmspinning == 0
+    assert out == [recovered(out)]  # nothing to hand off, nobody to start; checkdead: G1 runs
+    died(w, 2, out)
+
+
+def test_a_woken_spinning_m_gives_back_its_count_and_its_p():
+    """mdead: woken by startm (notewakeup, nextp set, spinning) but not yet running: the count its
+    waker took goes back (nmspinning--), and the P in transit is handed off like the others."""
+    w = with_m2_idle()
+    s = w.sched
+    out = w.newproc(0, "w")
+    assert fx.Wake(2, 1) in out and s.allm[2].spinning and s.nmspinning == 1
+    out = w.kill(2)
+    assert recovered(out) == fx.Recovered(2, "process died (status -9)",
+                                          "woken with P1 (spinning), not yet running", (), (1,))
+    (fork,) = of(out, fx.Fork)
+    assert fork.m == 3 and fork.spinning and fork.nextp == 1
+    assert s.nmspinning == 1 and s.nmidle == 0
+
+
+def test_a_woken_non_spinning_m_is_described_without_spinning():
+    """describe_m: an M woken with a P by a non-spinning startm (handoffp of a P with work: G2)."""
+    w = started(gomaxprocs=1)
+    w.entersyscallblock(0)  # handoffp(P0): no work, nobody spinning → startm(P0, true): M2
+    assert w.hello(2) == [fx.Park(2)]  # finds nothing: midle
+    w.exitsyscall(0)  # exitsyscallfast: P0 is idle, m0 takes it back
+    w.newproc(0, "w")  # G2 on P0; no idle P: no wakep
+    out = w.entersyscallblock(0)  # handoffp(P0): work → startm(P0, false) → mget M2
+    assert fx.Wake(2, 0) in out and not w.sched.allm[2].spinning
+    rec = recovered(w.kill(2))
+    assert rec.doing == "woken with P0, not yet running" and rec.ps == (0,)
+
+
+# --- running, in a syscall, in cgo ----------------------------------------------------------------
+
+def test_the_goroutine_of_a_running_m_is_requeued_and_its_p_handed_off():
+    """mdead: the goroutine it ran goes back on the global run queue (runnable, G.m nil), and its
+    P (held: _Pidle now, no M) goes to handoffp, which starts an M for the global work."""
+    w = with_m2_running_g2()
+    s = w.sched
+    g2 = w.g(2)
+    out = w.kill(2)
+    assert recovered(out) == fx.Recovered(2, "process died (status -9)", "running G2", (2,), (1,))
+    assert g2.status == _Grunnable and g2.m is None and list(s.runq) == [g2]
+    (fork,) = of(out, fx.Fork)
+    assert fork.nextp == 1 and fork.spinning  # handoffp: runqsize != 0 → startm(P1, false)… or CAS
+    assert s.stats["goroutines_requeued"] == 1
+    assert w.hello(fork.m) == [fx.Execute(fork.m, 2)]
+
+
+def test_the_goroutines_requeued_are_counted():
+    """mdead: stats.goroutines_requeued adds each M's requeued goroutines (the report's figure)."""
+    w = with_m2_running_g2()
+    s = w.sched
+    w.kill(2)
+    (fork,) = of(w.history[-1][2], fx.Fork)
+    w.hello(fork.m)
+    w.kill(fork.m)
+    assert s.stats["goroutines_requeued"] == 2 and s.stats["ms_died"] == 2
+
+
+def test_a_syscall_p_is_taken_back_from_psyscall():
+    """mdead: its P left in _Psyscall (oldp, same syscalltick) becomes _Pidle, syscalltick++ (as
+    retake's CAS does) and is handed off; the goroutine in the syscall is requeued."""
+    w = with_m2_running_g2()
+    s = w.sched
+    p1 = s.allp[1]
+    warm(w, 2)
+    w.entersyscall(2)
+    tick = p1.syscalltick
+    assert p1.status == 2 and p1.m is None
+    out = w.kill(2)
+    assert recovered(out) == fx.Recovered(2, "process died (status -9)", "in a syscall (G2)", (2,), (1,))
+    assert p1.syscalltick == tick + 1
+    assert w.g(2).status == _Grunnable and w.g(2) in s.runq
+
+
+def test_a_cgo_call_is_named_and_requeued():
+    """describe_m: in a cgo call (incgo); mdead requeues the goroutine as for a syscall."""
+    w = with_m2_running_g2()
+    warm(w, 2)
+    w.entersyscall(2, cgo=True)
+    out = w.kill(2)
+    assert recovered(out) == fx.Recovered(2, "process died (status -9)", "in a cgo call (G2)", (2,), (1,))
+
+
+def test_a_retaken_syscall_p_is_not_handed_off_again():
+    """mdead: a P that sysmon already retook from the syscall (no longer _Psyscall at the M's
+    syscalltick) is someone else's now: only the goroutine is requeued."""
+    w = with_m2_running_g2()
+    s = w.sched
+    w.newproc(2, "w")  # work on P1, so that retake hands it to an M
+    warm(w, 2)
+    w.entersyscall(2)
+    w.sysmon()
+    w.sysmon()  # retake P1
+    p1 = s.allp[1]
+    assert p1.status != 2 and s.allm[2].oldp is p1
+    tick = p1.syscalltick
+    out = w.kill(2)
+    assert recovered(out).ps == () and recovered(out).requeued == (2,)
+    assert p1.syscalltick == tick
+
+
+# --- parked in stoplockedm --------------------------------------------------------------------
+
+def test_a_locked_m_parked_in_stoplockedm_unlocks_its_goroutine():
+    """mdead: parked in stoplockedm (no P yet): undo stoplockedm's incidlelocked(1); its locked
+    goroutine, waiting, is unlocked (lockedm nil) and stays waiting: nothing to requeue."""
+    w = with_m2_running_g2()
+    s = w.sched
+    w.lock(2)
+    w.gopark(2, "sleep", us=1000)
+    assert s.nmidlelocked == 1 and s.allm[2].parked == Parked.STOPLOCKEDM
+    g2 = w.g(2)
+    out = w.kill(2)
+    assert recovered(out) == fx.Recovered(2, "process died (status -9)",
+                                          "parked with locked G2 (stoplockedm)", (), ())
+    assert s.nmidlelocked == 0 and g2.lockedm is None and g2.status == _Gwaiting and g2.lostInt == 0
+
+
+def test_a_locked_m_handed_its_goroutine_requeues_it():
+    """mdead: parked in stoplockedm and handed a P by startlockedm (nextp set, key set; startlockedm
+    did the incidlelocked(-1)): the locked goroutine, runnable in no queue, is requeued unlocked and
+    the P handed off."""
+    w = with_m2_running_g2()
+    s = w.sched
+    w.lock(2)
+    w.gosched(2)  # G2 to the global runq; M2 stoplockedm → handoffp → M4 (template)
+    (m4,) = w.forked()
+    assert w.hello(m4) == [fx.Wake(2, 1), fx.Park(m4)]  # M4 takes G2 → startlockedm hands P1 to M2
+    assert s.nmidlelocked == 0 and s.allm[2].nextp is s.allp[1]
+    g2 = w.g(2)
+    out = w.kill(2)
+    assert recovered(out) == fx.Recovered(2, "process died (status -9)",
+                                          "parked with locked G2 (stoplockedm, handed P1)", (2,), (1,))
+    assert s.nmidlelocked == 0 and g2.lockedm is None and list(s.runq) == [g2]
+    assert fx.Wake(m4, 1) in out  # handoffp: global work → startm(P1) → M4 from midle
+
+
+def test_runtime_mains_lost_lock_is_counted_once_per_death():
+    """mdead: lg.lostInt += the M's lockedInt (runtime.main's lockOSThread went with m0)."""
+    w = World({"main": [["run", 1]]}, gomaxprocs=2)
+    w.hello(0)
+    w.runtime(0, "lockOSThread")
+    w.runtime(0, "chanrecv", "gcenable.c")
+    w.kill(0)
+    assert w.g(1).lostInt == 1 and w.g(1).lockedm is None
+
+
+# --- m0 wedged, netpoll -------------------------------------------------------------------------
+
+def test_a_wedged_m0_is_not_counted_twice():
+    """mdead: a wedged m0 was counted in nmfreed by mexit already (Go keeps it on allm): no
+    second nmfreed++; it is named "wedged"."""
+    w = World({"main": [["lock"], ["exit"]], "w": [["run", 1]]}, gomaxprocs=1)
+    w.hello(0)
+    w.lock(0)
+    w.goexit(0)
+    s = w.sched
+    assert s.m0.parked == Parked.M0
+    nmfreed = s.nmfreed
+    out = w.kill(0)
+    assert recovered(out).doing == "wedged (m0 after its locked goroutine exited)"
+    assert s.nmfreed == nmfreed and 0 not in s.allm
+
+
+def test_the_m_in_netpoll_is_replaced_for_the_timers():
+    """mdead: the M blocked in netpoll dies: nobody polls (pollm nil, pollUntil 0, lastpoll =
+    nanotime(), never 0), and, as when a timer is added, wakeNetPoller(the next timer): wakep."""
+    w = started(gomaxprocs=1)
+    w.gopark(0, "sleep", 1500)
+    s = w.sched
+    assert s.pollm is s.m0 and s.lastpoll == 0 and w.now == 0
+    out = w.kill(0)
+    assert recovered(out) == fx.Recovered(0, "process died (status -9)",
+                                          "blocked in netpoll (findrunnable, until the next timer)", (), ())
+    assert s.pollm is None and s.pollUntil == 0 and s.lastpoll == 1  # now is 0: nanotime() is never 0
+    (fork,) = of(out, fx.Fork)
+    assert fork.spinning and fork.nextp == 0 and s.nmspinning == 1
+    assert not s.m0.wasSpinning
+
+
+def test_the_m_in_netpoll_dies_later_lastpoll_is_now():
+    """mdead: lastpoll = nanotime() when the M blocked in netpoll dies."""
+    w = started(gomaxprocs=1)
+    w.advance(5_000)
+    w.gopark(0, "sleep", 1500)
+    out = w.kill(0)
+    assert w.sched.lastpoll == 5_000 and of(out, fx.Fork)
+
+
+def test_an_idle_m_that_is_not_polling_does_not_touch_the_poller():
+    """mdead: only the M blocked in netpoll resets the poller's state (pollm, pollUntil, lastpoll)."""
+    w = started(gomaxprocs=2)
+    w.gopark(0, "sleep", 5000)  # m0 blocks in netpoll; the spinner M2 finds nothing: midle
+    assert w.hello(2) == [fx.Park(2)]
+    s = w.sched
+    assert s.pollm is s.m0 and s.nmidle == 1
+    out = w.kill(2)
+    assert s.pollm is s.m0 and s.lastpoll == 0 and s.pollUntil == 5_000_000
+    assert out == [recovered(out)]
+
+
+def test_netpoll_m_dies_with_no_timer_left_starts_nobody():
+    """mdead: with no timer left (timeSleepUntil = maxWhen) no wakeNetPoller after the M in netpoll."""
+    w = started(gomaxprocs=1)
+    w.gopark(0, "sleep", 1500)
+    s = w.sched
+    s.allp[0].timers.clear()
+    s.allgs[0].status = _Gwaiting
+    w.check = False
+    out = w.kill(0)
+    assert not of(out, fx.Fork)
+
+
+# --- checkdead --------------------------------------------------------------------------------
+
+def test_checkdead_after_the_death_of_the_one_running_m():
+    """mdead: its records leave allm first (mcount() no longer counts it), then handoffp: main waits
+    in select{}, m0 is idle and the spinning M2 (forked, counted as running) dies. handoffp's "last
+    running P" rule wakes m0 for P1; it finds nothing, and its stopm's checkdead sees the deadlock."""
+    w = started(gomaxprocs=2)
+    w.newproc(0, "w")  # G2 runnext on P0; M2 forked spinning with P1
+    w.gopark(0, "park")  # G1 waits; m0 runs G2
+    assert w.goexit(0) == [fx.Park(0)]  # nothing left: m0 idle, checkdead counts M2
+    assert not w.finished
+    out = w.kill(2)
+    assert recovered(out).ps == (1,) and fx.Wake(0, 1) in out and not w.finished
+    w.woken(0)
+    assert w.fatal is not None and w.fatal.message == "all goroutines are asleep - deadlock!"
+
+
+# --- hostlost: several Ms in one step ----------------------------------------------------------
+
+def test_hostlost_fences_each_m_of_the_host_and_places_the_new_ones_elsewhere():
+    """core._on_hostlost: drophost, then mdead (fenced) for each M of the host; the Ms handoffp
+    starts for their Ps are the agent's (caller sysmon), placed on a host that is left (placehost)."""
+    w = World(PROGS, gomaxprocs=2, hosts={"a": 8, "b": 8})
+    w.hello(0)
+    w.newproc(0, "w")
+    w.hello(2)
+    s = w.sched
+    assert s.allm[2].host == "a" and s.m0.host == "a"
+    for m in (0, 2):  # the world's view: both processes are fenced (told to exit)
+        w.procs[m].state, w.procs[m].g = "exited", None
+    out = w.deliver({"t": "hostlost", "host": "a"})
+    recs = of(out, fx.Recovered)
+    assert [r.m for r in recs] == [0, 2] and all(r.why == "lost: host a cut off" for r in recs)
+    forks = of(out, fx.Fork)
+    assert forks and all(f.host == "b" for f in forks)
+    assert s.hosts == ["b"] and "a" not in s.stackfree_slots
+
+
+# --- reforkm ------------------------------------------------------------------------------------
+
+def test_reforkm_forks_the_same_m_again_in_a_new_incarnation():
+    """reforkm: a fork order that never became a process is sent again, epoch + 1, from the agent
+    (forker None), with the same slot, nextp and spinning; stats.reforked counts it."""
+    w = started(gomaxprocs=2)
+    (first,) = of(w.newproc(0, "w"), fx.Fork)
+    out = w.refork(2)
+    assert out == [fx.Fork(2, None, "local", 1, True, first.slot, 2, False)]
+    assert w.sched.allm[2].epoch == 2 and w.sched.stats["reforked"] == 1
+    out = w.refork(2)
+    assert out[0].epoch == 3 and w.sched.stats["reforked"] == 2
+
+
+# --- lost_goroutines ------------------------------------------------------------------------------
+
+def test_lost_goroutines_is_empty_in_every_consistent_state():
+    """lost_goroutines: queued (global, local runq, runnext), handed to a locked M, running on a live
+    M: none is lost."""
+    w = with_m2_running_g2()
+    w.newproc(0, "w", 3)
+    assert lost_goroutines(w.sched) == []
+    w.lock(2)
+    w.gosched(2)
+    (m4,) = w.forked()
+    w.hello(m4)
+    assert lost_goroutines(w.sched) == []  # G2 handed to M2 by startlockedm
+
+
+def test_lost_goroutines_names_the_unexplained():
+    """lost_goroutines: running or in a syscall on an M that is gone (exited, or not in allm), or
+    with no M; runnable but in no run queue and handed to no live M."""
+    w = with_m2_running_g2()
+    s = w.sched
+    w.newproc(0, "w", 2)  # G3 in P0's runq, G4 runnext
+    g2, g3 = w.g(2), w.g(4)
+    s.allm[2].exited = True
+    assert lost_goroutines(s) == [2]
+    s.allm[2].exited = False
+    m2 = s.allm.pop(2)
+    assert lost_goroutines(s) == [2]
+    s.allm[2] = m2
+    g2.m = None
+    assert lost_goroutines(s) == [2]
+    g2.m = m2
+    g2.status = _Gsyscall
+    assert lost_goroutines(s) == []
+    g2.status = _Grunning
+    p0 = s.allp[0]
+    assert p0.runnext is g3
+    p0.runnext = None
+    assert lost_goroutines(s) == [4]
+    p0.runnext = g3
+    g4 = p0.runq.popleft()
+    assert lost_goroutines(s) == [g4.goid]
+    p0.runq.appendleft(g4)
+    s.runq.append(g4)
+    p0.runq.clear()
+    assert lost_goroutines(s) == []
+    g5 = G(goid=99, prog="w", status=_Grunnable)
+    s.allgs.append(g5)
+    s.allm[0].lockedg = g5
+    assert lost_goroutines(s) == []
+    s.allm[0].lockedg = None
+    assert lost_goroutines(s) == [99]
+    g5.status = _Gwaiting
+    assert lost_goroutines(s) == []
