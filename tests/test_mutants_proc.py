@@ -1,20 +1,549 @@
-"""proc.go's M lifecycle in the pure core (coordinator/runtime/proc.py), pinned where a one-token
-change survived the other tests (tests/MUTATION.md, "proc, checkdead, lockosthread, mdead, netpoll,
-runq, note"). Each test names the Go 1.16 function (or gmpsim's own rule, for the multi-host and
-fork-failure paths Go has not) whose line it pins. Pure: schedinit's records and step(), no process."""
+"""proc.go's M lifecycle in the pure core (coordinator/runtime/proc.py), and checkdead, lockosthread
+and runq, pinned where a one-token change survived the other tests (tests/MUTATION.md, "proc,
+checkdead, lockosthread, mdead, netpoll, runq, note"). Each test names the Go 1.16 function (or
+gmpsim's own rule, for the multi-host and fork-failure paths Go has not) whose line it pins.
+Pure: schedinit's records, the core's functions and step(), no process.
+
+Throws are called directly where Go throws on a state no correct scheduler reaches: the test pins
+Go's check and its message (the text a report can be grepped against proc.go for)."""
 from __future__ import annotations
 
+import pytest
+
 from coordinator.runtime import effects as fx
+from coordinator.runtime.checkdead import checkdead
+from coordinator.runtime.core import schedinit, step
+from coordinator.runtime.lockosthread import UnlockOSThread, goexit0, lockOSThread, mexit, unlockOSThread
+from coordinator.runtime.proc import (
+    acquirep,
+    addhost,
+    allocm,
+    drophost,
+    handoffp,
+    injectglist,
+    mReserveID,
+    netpollBreak,
+    pidleget,
+    placehost,
+    releasep,
+    stackalloc,
+    stackfree,
+    startlockedm,
+    startm,
+    stoplockedm,
+    wakeNetPoller,
+)
+from coordinator.runtime.runq import runqsteal
+from coordinator.runtime.sched import G, M, P, Sched, _Grunnable, _Gwaiting, _Pidle, _Prunning
+from coordinator.runtime.timers import doaddtimer
+from protocol.ops import compile_programs
+from protocol.throw import Throw
 
 from . import steps
+from .steps import of
+from .world import World
 
 PROGS = {"main": [["run", 1]], "w": [["run", 1]]}
 
 
+def started(**kw) -> World:
+    return steps.started(PROGS, **kw)
+
+
+def sched_on(hosts: dict, **kw) -> Sched:
+    s, _ = schedinit(kw.pop("gomaxprocs", 2), compile_programs(PROGS), hosts, **kw)
+    s.fx = []
+    return s
+
+
+def throw(fn, *args) -> Throw:
+    with pytest.raises(Throw) as e:
+        fn(*args)
+    return e.value
+
+
+# --- mReserveID, stackalloc, stackfree, allocm ------------------------------------------------------
+
+def test_mreserveid_overflows_past_the_largest_int64():
+    """mReserveID: `if sched.mnext+1 < sched.mnext { throw("runtime: thread ID overflow") }` (int64):
+    the last ID that fits is 2**63-2 (mnext becomes 2**63-1); one more overflows."""
+    s = sched_on({"local": 4}, maxmcount=2**64)
+    s.mnext = 2**63 - 2
+    assert mReserveID(s) == 2**63 - 2 and s.mnext == 2**63 - 1
+    t = throw(mReserveID, s)
+    assert t.message == "runtime: thread ID overflow" and s.mnext == 2**63 - 1
+
+
+def test_stackalloc_with_no_slot_left_is_out_of_memory():
+    """stackalloc (malg's g0 stack): a host's arena with no free slot is Go's "out of memory"."""
+    s = sched_on({"local": 1})  # m0 took slot 0
+    t = throw(stackalloc, s, "local")
+    assert t.lines() == ["runtime: out of g0 stack slots on host local", "fatal error: out of memory"]
+
+
+def test_slot_0_is_freed_like_any_other():
+    """stackfree: slot 0 (m0's) is a slot: when m0's process dies, the next allocm frees it."""
+    w = started(gomaxprocs=1)
+    assert w.procs[0].slot == 0
+    out = w.kill(0)  # G1 requeued, P0 handed off: newm's allocm frees m0's slot
+    assert fx.StackFree("local", 0, 0) in out
+
+
+def test_stackfree_of_a_cut_off_host_frees_nothing():
+    """stackfree (not in Go): the slot of an M whose host was cut off goes with that host's arena:
+    no StackFree, and slot 0 of a dropped host is no exception."""
+    s = sched_on({"a": 4, "b": 4})
+    mp = allocm(s, None, -1, "b")
+    assert mp.slot == 0
+    drophost(s, "b")
+    stackfree(s, mp)
+    assert mp.slot == -1 and s.fx == [] and s.stats["stacks_freed"] == 0
+
+
+def test_allocm_puts_the_m_on_its_host():
+    """allocm (multi-host, not in Go): the M's record and its g0 slot are on the host asked for."""
+    s = sched_on({"a": 4, "b": 4})
+    mp = allocm(s, None, -1, "b")
+    assert mp.host == "b" and mp.slot == 0 and sorted(s.stackfree_slots["b"]) == [1, 2, 3]
+
+
+# --- placehost, addhost, drophost (not in Go: several hosts) ------------------------------------------
+
+def test_placehost_with_no_host_left_throws_newosproc():
+    """placehost: no host left to create an M on is newosproc's throw, with gmpsim's line."""
+    s = sched_on({"a": 4})
+    drophost(s, "a")
+    t = throw(placehost, s)
+    assert t.lines() == ["gmpsim: no host left to create an M on", "fatal error: newosproc"]
+
+
+def test_placehost_round_robin_goes_round_the_hosts():
+    """placehost "round-robin": each agent-forked M on the next host, from the first."""
+    s = sched_on({"a": 4, "b": 4, "c": 4}, placement="round-robin")
+    assert [placehost(s) for _ in range(4)] == ["a", "b", "c", "a"]
+
+
+def test_placehost_least_loaded_counts_real_ms_per_host():
+    """placehost "least-loaded": fewest (non-virtual) Ms, ties to the earlier host; Ms of a host
+    cut off are not counted; sysmon (virtual, on the first host) is not a load."""
+    s = sched_on({"z": 8, "a": 8, "m": 8})  # m0 on z (and sysmon, virtual)
+    assert placehost(s) == "a"  # a and m tie at 0: the earlier one in hosts, not the smaller name
+    allocm(s, None, -1, "a")
+    assert placehost(s) == "m"
+    allocm(s, None, -1, "m")
+    allocm(s, None, -1, "m")
+    assert placehost(s) == "z"  # z: m0 only (sysmon virtual); a: 1; m: 2 → tie z/a → z
+    allocm(s, None, -1, "z")
+    assert placehost(s) == "a"  # z 2, a 1, m 2
+    drophost(s, "m")
+    addhost(s, "q", 4)
+    assert placehost(s) == "q"
+    for _ in range(3):
+        allocm(s, None, -1, "q")
+    assert placehost(s) == "a"  # the Ms of the dropped host m are not counted (nor a KeyError)
+
+
+def test_addhost_a_rejoining_host_gets_all_its_slots_and_forgets_old_ms():
+    """addhost: a host that (re)joins has all its slots free; its Ms of the earlier incarnation
+    still on freem will never free their slot there (slot -1, freeWait 0); other hosts' untouched."""
+    s = sched_on({"a": 4, "b": 4})
+    ma = allocm(s, None, -1, "a")
+    mb = allocm(s, None, -1, "b")
+    for mp in (ma, mb):
+        s.allm.pop(mp.id)
+        mp.exited, mp.freeWait = True, 1
+        s.freem.append(mp)
+    drophost(s, "b")
+    addhost(s, "b", 3)
+    assert s.hosts == ["a", "b"] and s.stackfree_slots["b"] == [0, 1, 2]
+    assert (mb.slot, mb.freeWait) == (-1, 0) and (ma.slot, ma.freeWait) == (1, 1)
+    addhost(s, "a", 2)
+    assert s.hosts == ["a", "b"] and s.stackfree_slots["a"] == [0, 1]
+
+
+def test_drophost_returns_the_real_ms_of_the_host():
+    """drophost: no new M goes to the host; its Ms (not the virtual ones) are returned, to fence."""
+    s = sched_on({"a": 4, "b": 4})
+    mb = allocm(s, None, -1, "b")
+    allocm(s, None, -1, "a")
+    assert drophost(s, "b") == [mb] and s.hosts == ["a"] and "b" not in s.stackfree_slots
+    assert drophost(s, "a") == [s.m0, s.allm[3]]  # not sysmon (virtual, on a)
+    assert drophost(s, "nowhere") == []
+
+
+def test_a_direct_newm_stays_on_its_callers_host():
+    """newm → newm1 → newosproc: a direct newm is a fork of the caller, so on the caller's host,
+    whatever placehost would choose (here the emptier host b)."""
+    w = World(PROGS, gomaxprocs=2, hosts={"a": 8, "b": 8})
+    w.hello(0)
+    (fork,) = of(w.newproc(0, "w"), fx.Fork)
+    assert fork.forker == 0 and fork.host == "a"
+
+
+# --- newm, newosproc, newosproc_failed -------------------------------------------------------------
+
 def test_newm_counts_in_stats():
     """newm/newosproc: stats.newm and stats.ms_created count each M made (the report's ms.created)."""
-    w = steps.started(PROGS, gomaxprocs=2)
+    w = started(gomaxprocs=2)
     s = w.sched
     before = s.stats["newm"], s.stats["ms_created"]
-    assert steps.of(w.newproc(0, "w"), fx.Fork)
+    assert of(w.newproc(0, "w"), fx.Fork)
     assert (s.stats["newm"], s.stats["ms_created"]) == (before[0] + 1, before[1] + 1)
+    w.hello(2)
+    w.kill(2)  # G2 requeued: handoffp → newm again
+    assert (s.stats["newm"], s.stats["ms_created"]) == (before[0] + 2, before[1] + 2)
+
+
+def test_forks_through_the_template_are_counted():
+    """newosproc: stats.via_template counts each M the template thread forked (newmHandoff): here
+    the Ms that stoplockedm's handoffp starts from a locked M (golang/go#28979)."""
+    w = started(gomaxprocs=1)
+    w.lock(0)
+    w.newproc(0, "w")
+    w.entersyscallblock(0)  # handoffp(P0): G2 → startm(P0, false) → newm through the template
+    (m2,) = w.forked()
+    assert w.hello(m2) == [fx.Execute(m2, 2)]
+    w.lock(m2)
+    w.entersyscallblock(m2)  # handoffp(P0): nobody spinning → startm(P0, true): the template again
+    s = w.sched
+    assert s.stats["via_template"] == sum(f.template for f in w.forks) == 2
+
+
+def _unborn(w: World) -> int:
+    (m,) = w.forked()
+    return m
+
+
+@pytest.mark.parametrize("errno,cause,limit,lines", [
+    (11, "fault", "", ["runtime: failed to create new OS thread (have 3 already; errno=11)",
+                       "runtime: may need to increase max user processes (ulimit -u)"]),
+    (12, "clone", "", ["runtime: failed to create new OS thread (have 3 already; errno=12)"]),
+    (11, "machine", "gmpsim: 3 Ms is the machine limit",
+     ["runtime: failed to create new OS thread (have 3 already; errno=11)",
+      "runtime: may need to increase max user processes (ulimit -u)", "gmpsim: 3 Ms is the machine limit"]),
+])
+def test_newosproc_failed_prints_as_go_1_16_and_throws(errno, cause, limit, lines):
+    """newosproc (Go 1.16, clone failed): print "failed to create new OS thread (have N already;
+    errno=E)", for EAGAIN the ulimit hint, then throw("newosproc"); counted per cause."""
+    w = started(gomaxprocs=2)
+    w.newproc(0, "w")
+    m = _unborn(w)
+    s = w.sched
+    out = step(s, {"t": "forkfail", "m": m, "errno": errno, "cause": cause, "limit": limit}, w.now)
+    assert out == [fx.Fatal("newosproc", (*lines, "fatal error: newosproc"))]
+    assert s.stats["newosproc_failed"] == 1 and s.stats[f"newosproc_failed.{cause}"] == 1
+    step(s, {"t": "forkfail", "m": m, "errno": errno, "cause": cause, "limit": limit}, w.now)
+    assert s.stats["newosproc_failed"] == 2 and s.stats[f"newosproc_failed.{cause}"] == 2
+
+
+# --- startm ---------------------------------------------------------------------------------------
+
+def test_startm_counts_each_call_and_its_caller_and_each_idle_m_it_took():
+    """startm: stats.startm, stats["startm." + why] and stats.mget (the report's figures)."""
+    w = started(gomaxprocs=2)
+    s = w.sched
+    w.newproc(0, "w")  # wakep → startm → newm
+    assert (s.stats["startm"], s.stats["startm.wakep"], s.stats["mget"]) == (1, 1, 0)
+    w.hello(2)
+    w.goexit(2)  # M2 idle
+    w.newproc(0, "w")  # wakep → startm → mget M2
+    assert (s.stats["startm"], s.stats["startm.wakep"], s.stats["mget"]) == (2, 2, 1)
+    w.woken(2)
+    w.goexit(2)
+    w.newproc(0, "w")
+    assert (s.stats["startm"], s.stats["startm.wakep"], s.stats["mget"]) == (3, 3, 2)
+
+
+def test_a_spinning_startm_with_no_idle_p_undoes_the_callers_count():
+    """startm (1.16): spinning and no idle P: "The caller incremented nmspinning, so decrement it"
+    (and throw "startm: negative nmspinning" if that goes below 0)."""
+    s = sched_on({"local": 4}, gomaxprocs=1)
+    s.nmspinning = 2
+    startm(s, None, True, s.sysmonm, "test")
+    assert s.nmspinning == 1 and s.fx == []
+    startm(s, None, True, s.sysmonm, "test")
+    assert s.nmspinning == 0
+    t = throw(startm, s, None, True, s.sysmonm, "test")
+    assert t.message == "startm: negative nmspinning"
+    startm(s, None, False, s.sysmonm, "test")  # not spinning: nothing to undo
+    assert s.nmspinning == -1 and s.fx == []
+
+
+# --- handoffp, wakeNetPoller, netpollBreak ------------------------------------------------------
+
+def test_handoffp_last_running_p_starts_an_m_from_the_caller():
+    """handoffp: "If this is the last running P and nobody is polling network, need to wakeup
+    another M to poll network": startm(p, false), the new M forked from the caller (m0)."""
+    w = started(gomaxprocs=2)
+    out = w.entersyscallblock(0)
+    (fork,) = of(out, fx.Fork)
+    assert fork.forker == 0 and fork.nextp == 0 and not fork.spinning
+    assert w.sched.stats["startm.entersyscallblock"] == 1
+
+
+def test_handoffp_of_a_p_with_timers_breaks_a_later_poll():
+    """handoffp: pidleput, then wakeNetPoller(the P's first timer): the M in netpoll until later
+    is broken out (netpollBreak)."""
+    w = started(gomaxprocs=3)
+    w.gopark(0, "sleep", 50_000)  # m0 polls until 50 ms; M2 forked spinning for P1
+    s = w.sched
+    assert s.pollm is s.m0 and s.pollUntil == 50_000_000
+    p = pidleget(s)
+    doaddtimer(s, p, G(goid=99, prog="w", status=_Gwaiting, waitreason="sleep"), 2_000_000)
+    s.fx = []
+    handoffp(s, p, s.sysmonm)
+    assert s.fx == [fx.NetpollBreak(0)] and p in s.pidle
+
+
+def test_handoffp_of_a_p_with_timers_wakes_from_the_caller():
+    """handoffp → wakeNetPoller(when) with nobody polling → wakep(caller): the spinning M is
+    forked from the caller's process."""
+    w = started(gomaxprocs=3)
+    s = w.sched
+    p = pidleget(s)
+    doaddtimer(s, p, G(goid=99, prog="w", status=_Gwaiting, waitreason="sleep"), 5_000_000)
+    s.fx = []
+    handoffp(s, p, s.m0)
+    (fork,) = s.fx
+    assert fork.forker == 0 and fork.spinning
+
+
+def test_wakenetpoller_breaks_only_a_poll_that_would_sleep_past_when():
+    """wakeNetPoller: with an M in netpoll (lastpoll 0), netpollBreak if pollUntil == 0 or
+    pollUntil > when; else (nobody polling) wakep."""
+    def polling(until):
+        s = sched_on({"local": 4})
+        mp = s.m0
+        mp.parked, mp.blocked = "netpoll", True
+        s.pollm, s.lastpoll, s.pollUntil = mp, 0, until
+        return s
+    for until, when, broken in ((5_000_000, 2_000_000, True), (5_000_000, 5_000_000, False),
+                                (5_000_000, 8_000_000, False), (0, 8_000_000, True)):
+        s = polling(until)
+        wakeNetPoller(s, when, s.sysmonm)
+        assert (s.fx == [fx.NetpollBreak(0)]) == broken and s.netpollWakeSig == int(broken), (until, when)
+
+
+def test_netpollbreak_writes_the_byte_once_even_with_nobody_polling():
+    """netpollBreak (netpoll_epoll.go): CAS(&netpollWakeSig, 0, 1), then write the pipe; the byte
+    is kept for the next netpoll even when nobody is blocked in it now (no effect then)."""
+    s = sched_on({"local": 4})
+    assert s.pollm is None
+    netpollBreak(s)
+    assert s.netpollWakeSig == 1 and s.fx == []
+    netpollBreak(s)
+    assert s.netpollWakeSig == 1
+
+
+# --- injectglist ---------------------------------------------------------------------------------
+
+def test_injectglist_starts_one_m_per_g_while_ps_are_idle():
+    """injectglist (no P): all on the global runq, `for ; n != 0 && sched.npidle != 0; n-- {
+    startm(nil, false) }`: one M per G, no more than there are idle Ps."""
+    for ngs, nms in ((1, 1), (2, 2), (3, 3), (5, 3)):
+        s = sched_on({"local": 16}, gomaxprocs=4)  # P1..P3 idle
+        gs = [G(goid=100 + i, prog="w", status=_Gwaiting, waitreason="sleep") for i in range(ngs)]
+        injectglist(s, gs, s.sysmonm, "test")
+        forks = of(s.fx, fx.Fork)
+        assert len(forks) == nms and not any(f.spinning for f in forks), (ngs, forks)
+        assert all(g.status == _Grunnable and g.waitreason == "" for g in gs)
+        assert list(s.runq) == gs and s.nmspinning == 0 and s.stats["startm.test"] == nms
+
+
+# --- acquirep, releasep, stoplockedm, startlockedm ----------------------------------------------
+
+def test_acquirep_throws_on_a_bad_p_or_an_m_with_a_p():
+    """acquirep/wirep: "wirep: already in go" if the M has a P; "wirep: invalid p state" (printing
+    p->m and p->status) if the P has an M or is not _Pidle."""
+    s = sched_on({"local": 4})
+    m0, p0, p1 = s.m0, s.allp[0], s.allp[1]
+    assert throw(acquirep, s, m0, p1).message == "wirep: already in go"
+    mp = M(id=7)
+    t = throw(acquirep, s, mp, p0)
+    assert t.lines() == ["wirep: p->m=0(0) p->status=1", "fatal error: wirep: invalid p state"]
+    p1.status = _Prunning  # no M, but not idle
+    t = throw(acquirep, s, mp, p1)
+    assert t.lines() == ["wirep: p->m=0(0) p->status=1", "fatal error: wirep: invalid p state"]
+    p1.status, p1.m = _Pidle, M(id=3)
+    t = throw(acquirep, s, mp, p1)
+    assert t.lines() == ["wirep: p->m=3(0) p->status=0", "fatal error: wirep: invalid p state"]
+
+
+def test_releasep_throws_on_no_p_or_a_p_not_its_own():
+    """releasep: "releasep: invalid arg" with no P; "releasep: invalid p state" (printing m, m->p,
+    p->m, p->status) if the P is another M's or not _Prunning."""
+    s = sched_on({"local": 4})
+    mp = M(id=7)
+    assert throw(releasep, s, mp).message == "releasep: invalid arg"
+    p = P(id=1, status=_Prunning)
+    mp.p = p
+    t = throw(releasep, s, mp)
+    assert t.lines() == ["releasep: m=7 m->p=1 p->m=0 p->status=1", "fatal error: releasep: invalid p state"]
+    p.m, p.status = mp, _Pidle
+    t = throw(releasep, s, mp)
+    assert t.lines() == ["releasep: m=7 m->p=1 p->m=7 p->status=0", "fatal error: releasep: invalid p state"]
+    p.m = M(id=4)
+    p.status = _Prunning
+    t = throw(releasep, s, mp)
+    assert t.lines() == ["releasep: m=7 m->p=1 p->m=4 p->status=1", "fatal error: releasep: invalid p state"]
+
+
+def test_stoplockedm_and_startlockedm_check_the_locking():
+    """stoplockedm: "stoplockedm: inconsistent locking" without a locked G locked back to it;
+    startlockedm: "startlockedm: locked to me", "startlockedm: m has p"."""
+    s = sched_on({"local": 4})
+    m0 = s.m0
+    assert throw(stoplockedm, s, m0).message == "stoplockedm: inconsistent locking"
+    gp = G(goid=50, prog="w")
+    m0.lockedg = gp
+    assert throw(stoplockedm, s, m0).message == "stoplockedm: inconsistent locking"
+    gp.lockedm = m0
+    assert throw(startlockedm, s, m0, gp).message == "startlockedm: locked to me"
+    other = M(id=9, nextp=s.allp[1])
+    gp.lockedm = other
+    assert throw(startlockedm, s, m0, gp).message == "startlockedm: m has p"
+
+
+# --- checkdead --------------------------------------------------------------------------------------
+
+def dead_sched(run: int) -> Sched:
+    """A state with `run` Ms counted as running and one user goroutine waiting, no timers."""
+    s = Sched(gomaxprocs=1)
+    s.allp = [P(id=0)]
+    s.mnext = run
+    s.allgs = [G(goid=1, prog="main", status=_Gwaiting, waitreason="select (no cases)")]
+    return s
+
+
+def test_checkdead_discounts_the_extra_m_only_without_cgo():
+    """checkdead: `if !iscgo && cgoHasExtraM && extraMCount > 0 { run0 = 1 }`; `if run > run0
+    { return }` (Windows' NewCallback extra M; not reachable from a scenario)."""
+    s = dead_sched(1)
+    checkdead(s)  # one M runs
+    s.cgoHasExtraM, s.extraMCount = True, 1
+    assert throw(checkdead, s).message == "all goroutines are asleep - deadlock!"
+    s.mnext = 2
+    checkdead(s)  # the extra M and one more
+    s.mnext, s.extraMCount = 1, 0
+    checkdead(s)
+    s.iscgo, s.extraMCount = True, 1
+    checkdead(s)
+
+
+def test_checkdead_names_a_runnable_g_after_skipping_system_goroutines():
+    """checkdead: system goroutines are skipped (`continue`, not the end of the scan); a runnable
+    one is "checkdead: runnable g", printing its goid and status; waiting ones are counted."""
+    s = dead_sched(0)
+    s.allgs.insert(0, G(goid=2, prog="runtime.bgsweep", status=_Gwaiting, waitreason="GC sweep wait"))
+    s.allgs.append(G(goid=3, prog="w", status=_Grunnable))
+    t = throw(checkdead, s)
+    assert t.lines() == ["runtime: checkdead: find g 3 in status 1", "fatal error: checkdead: runnable g"]
+    s.allgs.pop()
+    assert throw(checkdead, s).lines() == ["fatal error: all goroutines are asleep - deadlock!"]
+    s.allgs[1].status = 6
+    assert throw(checkdead, s).message == "no goroutines (main called runtime.Goexit) - deadlock!"
+
+
+# --- lockosthread ---------------------------------------------------------------------------------
+
+def test_locks_nest_and_unlock_only_at_zero():
+    """LockOSThread/UnlockOSThread: lockedExt counts the calls; the links go when both counts are
+    zero; an unlock when not locked is a no-op."""
+    w = started(gomaxprocs=1)
+    m0, g1 = w.sched.m0, w.g(1)
+    lockedInt = m0.lockedInt
+    w.unlock(0)
+    assert m0.lockedExt == 0
+    w.lock(0)
+    w.lock(0)
+    assert m0.lockedExt == 2 and m0.lockedg is g1
+    w.unlock(0)
+    assert m0.lockedExt == 1 and m0.lockedg is g1 and g1.lockedm is m0
+    w.unlock(0)
+    assert m0.lockedExt == 0 and (m0.lockedg is None) == (lockedInt == 0)
+
+
+def test_unlock_keeps_the_link_while_the_internal_lock_holds():
+    """UnlockOSThread/unlockOSThread: dounlockOSThread only when lockedInt == 0 and lockedExt == 0."""
+    s = sched_on({"local": 4})
+    m0 = s.m0
+    gp = G(goid=50, prog="w")
+    lockOSThread(s, m0, gp)
+    lockOSThread(s, m0, gp)
+    assert m0.lockedInt == 2
+    m0.lockedExt = 1
+    UnlockOSThread(s, m0, gp)
+    assert m0.lockedg is gp and gp.lockedm is m0  # lockedInt still 2
+    unlockOSThread(s, m0, gp)
+    m0.lockedExt = 1
+    unlockOSThread(s, m0, gp)
+    assert m0.lockedInt == 0 and m0.lockedg is gp  # lockedExt still 1
+    UnlockOSThread(s, m0, gp)
+    assert m0.lockedg is None and gp.lockedm is None
+
+
+def test_unlockosthread_owes_one_unlock_per_lost_lock_then_is_misuse():
+    """unlockOSThread: with lockedInt 0, each lock lost with a dead M (lostInt) is one unlock owed;
+    past them it is badunlockosthread: "runtime: internal error: misuse of lockOSThread/unlockOSThread"."""
+    s = sched_on({"local": 4})
+    m0 = s.m0
+    gp = G(goid=50, prog="w", lostInt=2)
+    unlockOSThread(s, m0, gp)
+    assert gp.lostInt == 1
+    unlockOSThread(s, m0, gp)
+    assert gp.lostInt == 0
+    t = throw(unlockOSThread, s, m0, gp)
+    assert t.message == "runtime: internal error: misuse of lockOSThread/unlockOSThread"
+
+
+def test_goexit0_with_the_internal_lock_held_throws():
+    """goexit0: `if locked && mp.lockedInt != 0 { print("invalid m->lockedInt = ", ...);
+    throw("internal lockOSThread error") }`."""
+    s = sched_on({"local": 4})
+    m0 = s.m0
+    gp = G(goid=50, prog="w")
+    m0.curg, gp.m = gp, m0
+    lockOSThread(s, m0, gp)
+    t = throw(goexit0, s, m0, gp)
+    assert t.lines() == ["invalid m->lockedInt = 1", "fatal error: internal lockOSThread error"]
+
+
+def test_mexit_of_an_m_not_in_allm_throws():
+    """mexit: `throw("m not found in allm")`."""
+    s = sched_on({"local": 4})
+    assert throw(mexit, s, M(id=42)).message == "m not found in allm"
+
+
+def test_mexit_hands_off_the_p_as_mexit():
+    """mexit: handoffp(releasep()) — the startm it causes is counted as mexit's."""
+    w = World({"main": [["run", 1]], "w": [["lock"], ["exit"]]}, gomaxprocs=1)
+    w.hello(0)
+    w.newproc(0, "w")
+    w.entersyscallblock(0)  # M2 runs G2
+    (m2,) = w.forked()
+    w.hello(m2)
+    w.lock(m2)
+    w.newproc(m2, "w")  # work on the P, so handoffp starts an M
+    w.goexit(m2)  # G locked exits: mexit
+    assert w.sched.stats["startm.mexit"] == 1
+
+
+def test_m0s_mexit_hands_off_the_p_as_mexit():
+    """mexit (m0, wedged): its handoffp is mexit's too."""
+    w = World({"main": [["lock"], ["exit"]], "w": [["run", 1]]}, gomaxprocs=1)
+    w.hello(0)
+    w.lock(0)
+    w.goexit(0)
+    assert w.sched.stats["startm.mexit"] == 1
+
+
+# --- runq -------------------------------------------------------------------------------------------
+
+def test_runqsteal_takes_runnext_only_on_the_last_pass():
+    """runqsteal/runqgrab: an empty runq gives runnext only when stealRunNextG."""
+    p, victim = P(id=0), P(id=1)
+    gp = G(goid=5, prog="w")
+    victim.runnext = gp
+    assert runqsteal(p, victim, False) is None and victim.runnext is gp
+    assert runqsteal(p, victim, True) is gp and victim.runnext is None
+    assert runqsteal(p, victim, True) is None
