@@ -14,6 +14,7 @@ from coordinator.runtime import effects as fx
 from coordinator.runtime.checkdead import checkdead
 from coordinator.runtime.core import schedinit, step
 from coordinator.runtime.lockosthread import UnlockOSThread, goexit0, lockOSThread, mexit, unlockOSThread
+from coordinator.runtime.netpoll import netpoll, netpollreturn
 from coordinator.runtime.proc import (
     acquirep,
     addhost,
@@ -547,3 +548,41 @@ def test_runqsteal_takes_runnext_only_on_the_last_pass():
     assert runqsteal(p, victim, False) is None and victim.runnext is gp
     assert runqsteal(p, victim, True) is gp and victim.runnext is None
     assert runqsteal(p, victim, True) is None
+
+
+# --- netpoll (netpoll_epoll.go's netpoll, findrunnable's poll) ------------------------------------
+
+def test_netpoll_reads_a_break_byte_and_returns_at_once():
+    """netpoll: a netpollBreak byte already in the pipe: epoll_wait returns at once, the byte is read
+    (netpollWakeSig 0), nothing blocks."""
+    s = sched_on({"local": 4})
+    s.netpollWakeSig = 1
+    assert netpoll(s, s.m0, 5_000_000) is False
+    assert s.netpollWakeSig == 0 and s.fx == [] and s.pollm is None
+
+
+@pytest.mark.parametrize("delay,waitms", [(0, 0), (1, 1), (999_999, 1), (1_000_000, 1), (2_500_000, 2),
+                                          (10**18, 1_000_000_000)])
+def test_netpoll_waits_whole_ms_capped_at_1e9(delay, waitms):
+    """netpoll(delay): `if delay < 0 {-1} else if delay == 0 {0} else if delay < 1e6 {1} else if
+    delay < 1e15 {delay / 1e6} else {1e9}` ms (epoll_wait's int32 timeout)."""
+    s = sched_on({"local": 4})
+    s.now = 7
+    assert netpoll(s, s.m0, delay) is True
+    assert s.fx == [fx.Park(0), fx.NetpollSleep(0, 7 + waitms * 1_000_000)] and s.pollm is s.m0
+
+
+def test_netpollreturn_reads_the_break_byte_sets_lastpoll_and_restores_spinning():
+    """findrunnable after netpoll returns: the blocking netpoll read the break byte; lastpoll =
+    nanotime() (never 0); with an idle P: acquirep, and `if wasSpinning { m.spinning = true;
+    atomic.Xadd(&sched.nmspinning, 1) }` — added to the other spinners, wasSpinning cleared."""
+    s = sched_on({"local": 4})
+    mp = M(id=5, started=True, wasSpinning=True)
+    s.pollm, s.netpollWakeSig, s.nmspinning, s.now = mp, 1, 1, 0
+    assert netpollreturn(s, mp) is True
+    assert s.netpollWakeSig == 0 and s.pollm is None and s.lastpoll == 1
+    assert mp.p is s.allp[1] and mp.spinning and s.nmspinning == 2 and not mp.wasSpinning
+    mp2 = M(id=6, started=True)
+    s.now = 3
+    assert netpollreturn(s, mp2) is False  # no idle P left
+    assert s.lastpoll == 3 and not mp2.spinning and s.nmspinning == 2
