@@ -225,6 +225,59 @@ def test_a_retaken_syscall_p_is_not_handed_off_again():
     assert p1.syscalltick == tick
 
 
+def test_a_retaken_syscall_p_in_another_ms_syscall_is_left_to_it():
+    """mdead: the P that sysmon retook from the dead M's syscall may be in _Psyscall again, for
+    another M's syscall (syscalltick moved on): it is that M's, not handed off."""
+    w = with_m2_running_g2()
+    s = w.sched
+    w.newproc(2, "w")  # a goroutine on P1 (its goid from P1's batch)
+    warm(w, 2)
+    w.entersyscall(2)
+    w.sysmon()
+    out = w.sysmon()  # retake P1 → handoffp → startm(P1, false): M3
+    (fork,) = of(out, fx.Fork)
+    assert of(w.hello(fork.m), fx.Execute)
+    w.entersyscall(fork.m)  # P1 in _Psyscall again, for M3
+    p1 = s.allp[1]
+    assert p1.status == 2 and s.allm[2].oldp is p1 and s.allm[fork.m].oldp is p1
+    out = w.kill(2)
+    assert recovered(out).ps == () and p1.status == 2
+
+
+def test_the_requeued_goroutine_starts_an_m_for_an_idle_p():
+    """mdead: the goroutines go back "as netpoll's results come back" (injectglist, caller sysmon):
+    with a P idle, an M is started for each (startm(nil, false), counted as mdead's)."""
+    w = with_m2_running_g2()
+    s = w.sched
+    warm(w, 2)
+    w.entersyscall(2)
+    w.sysmon()
+    out = w.sysmon()  # retake P1: nothing on it, nobody spinning → a spinning M3
+    (fork,) = of(out, fx.Fork)
+    assert w.hello(fork.m) == [fx.Park(fork.m)]  # finds nothing: P1 idle, M3 on midle
+    w.kill(fork.m)  # M3 dies idle: no M left on midle
+    assert s.npidle == 1 and s.nmidle == 0
+    n = s.stats["startm.mdead"]
+    out = w.kill(2)
+    assert recovered(out).requeued == (2,) and recovered(out).ps == ()
+    (fork,) = of(out, fx.Fork)
+    assert fork.forker is None and fork.nextp == 1 and not fork.spinning
+    assert s.stats["startm.mdead"] == n + 1
+
+
+def test_a_locked_goroutine_waiting_in_a_run_queue_is_not_requeued_twice():
+    """mdead: a locked goroutine is requeued only if startlockedm handed it over (in no queue);
+    one already in a run queue (gosched'd, its M in stoplockedm with no P yet) stays there, once."""
+    w = with_m2_running_g2()
+    s = w.sched
+    w.lock(2)
+    w.gosched(2)  # G2 on the global runq; M2 in stoplockedm, not handed a P
+    g2 = w.g(2)
+    assert list(s.runq) == [g2] and s.allm[2].nextp is None
+    out = w.kill(2)
+    assert recovered(out).requeued == () and list(s.runq) == [g2] and g2.lockedm is None
+
+
 # --- parked in stoplockedm --------------------------------------------------------------------
 
 def test_a_locked_m_parked_in_stoplockedm_unlocks_its_goroutine():

@@ -54,8 +54,6 @@ def mdead(sched: Sched, mp: M, gone: bool) -> dict:
     if mp in sched.midle:
         sched.midle.remove(mp)
         sched.nmidle -= 1
-    if mp in sched.newmHandoff.newm:
-        sched.newmHandoff.newm.remove(mp)
     if mp.spinning or (not mp.started and mp.mstartfn == "mspinning"):
         sched.nmspinning -= 1  # the waker counted it; nobody will resetspinning it now
         mp.spinning = False
