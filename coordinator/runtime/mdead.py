@@ -19,23 +19,27 @@ from coordinator.runtime.timers import maxWhen, timeSleepUntil
 
 
 def describe_m(mp: M) -> str:
-    """What the M was doing, for the post-mortem (like the state a Go crash dump shows per thread)."""
+    """What the M was doing, for the post-mortem (like the state a Go crash dump shows per thread).
+    One line per state an M of allm can be in between two steps (invariants.py); a started M that
+    is not parked runs a goroutine."""
     if not mp.started:
         return "starting (forked, no mstart yet)"
     if mp.blocked:
-        return {Parked.STOPLOCKEDM: f"parked with locked G{mp.lockedg.goid if mp.lockedg else '?'} (stoplockedm)",
-                Parked.M0: "wedged (m0 after its locked goroutine exited)",
-                Parked.NETPOLL: "blocked in netpoll (findrunnable, until the next timer)",
-                }.get(mp.parked, "parked (stopm)")
-    if mp.curg is not None:
-        if mp.curg.status == _Gsyscall:
-            return f"in a {'cgo call' if mp.incgo else 'syscall'} (G{mp.curg.goid})"
-        return f"running G{mp.curg.goid}"
-    if mp.nextp is not None:
-        return f"woken with P{mp.nextp.id}, not yet running"
-    if mp.spinning:
-        return "spinning"
-    return "idle"
+        if mp.parked == Parked.STOPM and mp.nextp is not None:
+            return f"woken with P{mp.nextp.id}{' (spinning)' if mp.spinning else ''}, not yet running"
+        if mp.parked == Parked.STOPLOCKEDM:
+            handed = f", handed P{mp.nextp.id}" if mp.nextp is not None else ""
+            return f"parked with locked G{mp.lockedg.goid} (stoplockedm{handed})"
+        return _PARKED[mp.parked]
+    gp = mp.curg
+    if gp.status == _Gsyscall:
+        return f"in a {'cgo call' if mp.incgo else 'syscall'} (G{gp.goid})"
+    return f"running G{gp.goid}"
+
+
+_PARKED = {Parked.STOPM: "parked (stopm)",
+           Parked.M0: "wedged (m0 after its locked goroutine exited)",
+           Parked.NETPOLL: "blocked in netpoll (findrunnable, until the next timer)"}
 
 
 def mdead(sched: Sched, mp: M, gone: bool) -> dict:
@@ -50,8 +54,6 @@ def mdead(sched: Sched, mp: M, gone: bool) -> dict:
     if mp in sched.midle:
         sched.midle.remove(mp)
         sched.nmidle -= 1
-    if mp in sched.newmHandoff.newm:
-        sched.newmHandoff.newm.remove(mp)
     if mp.spinning or (not mp.started and mp.mstartfn == "mspinning"):
         sched.nmspinning -= 1  # the waker counted it; nobody will resetspinning it now
         mp.spinning = False

@@ -151,7 +151,7 @@ def newosproc(sched: Sched, mp: M, forker: M | None, template: bool) -> None:
     sched.fx.append(fx.Fork.of(mp, forker, template))
 
 
-def newosproc_failed(sched: Sched, mp: M, errno: int, cause: str = "fault", limit: str = "") -> None:
+def newosproc_failed(sched: Sched, mp: M, errno: int, cause: str, limit: str) -> None:
     """Go 1.16's newosproc when clone fails: print, then throw("newosproc"). (Go 1.20+ first retries
     EAGAIN 20 times, sleeping try+1 ms: the forker does that when the fault asks for it.) cause:
     "fault" (injected), "clone" (the real fork failed), "machine" (gmpsim's machine-limit guard, which
