@@ -9,3 +9,9 @@ HEARTBEAT_TIMEOUT_S = 3.0  # a host silent this long is cut off (its Ms fenced);
 #: newer Go's retryOnEAGAIN (runtime/retry.go, Go 1.20+; os_linux.go's newosproc): 20 tries,
 #: sleeping (try+1) ms after each EAGAIN. Go 1.16 throws at the first.
 RETRY_ON_EAGAIN_TRIES = 20
+
+#: How long the host agent waits for its Ms to go after SIGKILL at the end of a run, and so how
+#: long the coordinator waits for the agent: a base plus a share per M. Each killed M's exit costs
+#: the kernel its page tables and copied pages; a fixed second left 58 of 5,870 Ms alive (bench).
+KILL_WAIT_S = 1.0
+KILL_WAIT_PER_M_S = 0.001

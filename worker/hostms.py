@@ -6,6 +6,8 @@ import os
 
 import zmq
 
+from protocol.timing import KILL_WAIT_PER_M_S, KILL_WAIT_S
+
 from .reaper import PidWatch, kill_and_wait, reap
 
 NOT_OUR_CHILD = -256  # mexited.status when the exit status is not ours to read
@@ -64,8 +66,10 @@ class HostMs:
                 pass
 
     def kill_all(self) -> list[int]:
-        """SIGKILL every M and wait for them (up to 1 s), then reap; returns the pids still alive."""
-        left = kill_and_wait(list(self.pids.values()), timeout=1.0)
+        """SIGKILL every M and wait for them (protocol.timing: a base and a share per M), then reap;
+        returns the pids still alive."""
+        pids = list(self.pids.values())
+        left = kill_and_wait(pids, timeout=KILL_WAIT_S + KILL_WAIT_PER_M_S * len(pids))
         self.collect_orphans()
         return left
 

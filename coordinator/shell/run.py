@@ -27,6 +27,7 @@ from coordinator.observe.trace import TraceRecorder
 from coordinator.shell.loop import Coordinator, Outcome
 from coordinator.shell.procfs import open_files_limit
 from protocol.owner import alive, arena_name, clean, new_run_id
+from protocol.timing import KILL_WAIT_PER_M_S
 from protocol.transport import curve_server_keys, make_rundir, rundir_endpoint
 
 log = logging.getLogger("gmpsim.run")
@@ -258,11 +259,13 @@ def run_scenario(sc, out_dir: str, observers=(), listen: str | None = None, host
     finally:
         try:
             told = set()
+            wait_s = SHUTDOWN_WAIT_S
             if coord is not None:
+                wait_s += KILL_WAIT_PER_M_S * len(coord.rec.pids)  # the agents' kill waits grow with their Ms
                 told = coord.shutdown_agents()
                 if listen:
-                    coord.collect_byes(SHUTDOWN_WAIT_S)
-            agents.stop(SHUTDOWN_WAIT_S, told)
+                    coord.collect_byes(wait_s)
+            agents.stop(wait_s, told)
             for host in agents.died():  # the dead agent's part of the orderly end is its parent's
                 unlink_arena(arena_name(run_id, host))
         finally:
