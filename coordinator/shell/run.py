@@ -33,7 +33,8 @@ from protocol.transport import curve_server_keys, make_rundir, rundir_endpoint
 log = logging.getLogger("gmpsim.run")
 
 AGENT_MODULE = "worker.agent"  # run by name, as `python -m worker.agent`: coordinator never imports worker
-SHUTDOWN_WAIT_S = 10.0  # an agent ends its Ms (SIGTERM, SIGKILL after 1 s) and unlinks its arena
+SHUTDOWN_WAIT_S = 10.0  # an agent ends its Ms (SIGKILL, then protocol.timing's kill wait) and unlinks its arena;
+# the run adds KILL_WAIT_PER_M_S per M to it
 
 
 class _SetupError(Exception):
@@ -137,25 +138,26 @@ def sweep(pids, shm_names) -> int:
                 n += 1
             except ProcessLookupError:
                 pass
-    for name in filter(_ours, shm_names):
-        try:
-            os.unlink(os.path.join("/dev/shm", name))
-            n += 1
-        except FileNotFoundError:
-            pass
+    n += sum(_unlink(name) for name in filter(_ours, shm_names))
     deadline = time.monotonic() + 2.0
     while any(p and alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.01)
     return n
 
 
-def unlink_arena(name: str) -> None:
-    """Unlink a local agent's g0 arena that the agent, dead, could not unlink itself."""
+def _unlink(name: str) -> bool:
+    """Unlink the shared-memory segment `name`; False when it was already gone."""
     try:
         os.unlink(os.path.join("/dev/shm", name))
-        log.info("host agent died: its arena %s unlinked by the coordinator", name)
+        return True
     except FileNotFoundError:
-        pass
+        return False
+
+
+def unlink_arena(name: str) -> None:
+    """Unlink a local agent's g0 arena that the agent, dead, could not unlink itself."""
+    if _unlink(name):
+        log.info("host agent died: its arena %s unlinked by the coordinator", name)
 
 
 def count_leaks(pids, shm_names) -> dict:
