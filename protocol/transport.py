@@ -13,6 +13,7 @@ A peer's routing identity is its name on the wire: ``m<m>.<epoch>`` for an M inc
 one peer has exactly one identity (``m01.0`` cannot pose as ``m1.0``).
 """
 
+import ctypes
 import os
 import re
 import tempfile
@@ -170,3 +171,13 @@ def parse_identity(identity: bytes) -> tuple[str, int, int] | tuple[str, str]:
             except UnicodeDecodeError:
                 pass
     raise ProtocolError(f"unknown peer identity {show(identity)}")
+
+
+M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+
+
+def one_malloc_arena() -> None:
+    """Every thread of this process and of the processes it forks allocates from the main malloc
+    arena: glibc otherwise gives each ZeroMQ thread (I/O, reaper) of every forked M its own arena,
+    whose touched pages are that M's alone (MALLOC_ARENA_MAX=1, set at run time, inherited by fork)."""
+    ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)

@@ -26,7 +26,7 @@ from setproctitle import setproctitle
 from protocol.codec import ProtocolError, decode, encode
 from protocol.owner import alive, clean, new_run_id
 from protocol.timing import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, RESEND_S
-from protocol.transport import agent_identity, curve_client_keys, dealer
+from protocol.transport import agent_identity, curve_client_keys, dealer, one_malloc_arena
 
 from .g0 import G0_STACK_SIZE, Arena, arena_name, read_frames
 from .hostms import HostMs
@@ -40,16 +40,6 @@ POLL_S = 0.1  # reap orphans and resend unacknowledged reports this often
 HELLO_AGAIN_S = 1.0  # until welcomed
 GIVE_UP_S = 60.0  # a remote agent with no coordinator this long exits: 2 if it never got one, else 3
 NAME_ENV = "GMPSIM_AGENT_NAME"
-
-
-M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
-
-
-def _one_malloc_arena() -> None:
-    """Every thread of this process and of the Ms it forks allocates from the main malloc arena:
-    glibc otherwise gives each ZeroMQ thread (I/O, reaper) of every M its own arena, whose touched
-    pages are that M's alone (MALLOC_ARENA_MAX=1, set at run time, inherited through fork)."""
-    ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
 
 
 def _die_with_parent() -> None:
@@ -315,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("agent %s: removed %s, left by a dead process", args.host, path)
     run_id = args.run_id or new_run_id()  # a remote agent owns its arena
     setproctitle(f"gmpsim agent {args.host}")  # what ps and top show (every M is `gmpsim M<id>`)
-    _one_malloc_arena()
+    one_malloc_arena()  # before any thread: ZeroMQ's threads here and in every M share one
     set_child_subreaper()
     if not remote:
         _die_with_parent()

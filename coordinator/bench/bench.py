@@ -24,7 +24,16 @@ import subprocess
 import sys
 import tempfile
 
-from coordinator.bench.floors import _rm, fork_floor, mp_floor, router_floor, summarize, template_floor, wake_floor
+from coordinator.bench.floors import (
+    _rm,
+    fork_floor,
+    memory_floor,
+    mp_floor,
+    router_floor,
+    summarize,
+    template_floor,
+    wake_floor,
+)
 from coordinator.bench.loadgen import serve
 from coordinator.bench.scale import LimitError, raise_limits, restore_limits, scale
 from coordinator.scenario import loads
@@ -110,6 +119,10 @@ def gmpsim_run(scenario: str, *args: str) -> dict:
             return json.load(f)
 
 
+def _gb(kb_per_m: int | None) -> str:
+    return f"{kb_per_m * 10_000 / 1e6:.1f}" if kb_per_m else "?"
+
+
 def _ratio(a, b) -> float | None:
     return round(a / b, 2) if a and b else None
 
@@ -145,8 +158,9 @@ def run_bench(quick: bool, scale_n: int | None = None) -> dict:
     res["pace"] = go_pace(False, *pace)
     res["pace_checked"] = go_pace(True, *pace)
     res["floors"]["template_fork_after"] = template_floor(0, 50 if quick else 200)
+    res["floors"]["memory"] = memory_floor(20 if quick else 300)
     res["scale"] = scale(scale_n)
-    fl = res["floors"]
+    fl, sc, mem = res["floors"], res["scale"], res["floors"]["memory"]
     f50, w50 = fl["fork_hello"]["p50_us"], fl["zmq_one_way"]["p50_us"]
     n50, k50 = lat["newm_to_mstart"]["p50"], lat["notewakeup_to_running"]["p50"]
     router = max(fl["router_loop"]["events_per_s"], fl["router_loop_after"]["events_per_s"])
@@ -167,12 +181,16 @@ def run_bench(quick: bool, scale_n: int | None = None) -> dict:
         "pace_checked_over_burst_fork_floor": _ratio(res["pace_checked"]["ms_per_wall_s"], burst),
         # the invariant checker's cost: Ms made by 100 ms of Go time with it over without (target ≥ 0.8)
         "ms_checker_on_over_off": _ratio(res["pace_checked"]["threads_at_100ms"], res["pace"]["threads_at_100ms"]),
+        # an M's memory against the least a forked child talking ZeroMQ costs here (floors.memory_floor)
+        "m_private_over_memory_floor": _ratio(sum(((sc["parts"] or {}).get("m_private_dirty") or {}).values()),
+                                              mem["private_dirty_kb"]),
     }
     return res
 
 
 def format_bench(res: dict) -> str:
     fl, g, r, sc = res["floors"], res["gmpsim"], res["ratios"], res["scale"]
+    mem = fl["memory"]
     row = lambda name, d, p50="p50_us", p99="p99_us": f"{name:34} {d[p50] or 0:9.0f} {d[p99] or 0:9.0f} {d['n']:5}"  # noqa: E731
     lines = [
         f"{'what':34} {'p50 µs':>9} {'p99 µs':>9} {'n':>5}",
@@ -201,6 +219,11 @@ def format_bench(res: dict) -> str:
         f"scale: {sc['live_ms_sampled']} live Ms sampled of {sc['goroutines']} (peak threads {sc['peak_threads']}), "
         f"outcome {sc['outcome']}, lost {sc['lost']}, leaks {sc['leaks']}; {sc['used_kb_per_m']} kB of the machine's "
         f"memory per live M (PSS {sc['pss_kb_per_m']} kB)" + (f"; stopped: {sc['stopped']}" if sc["stopped"] else ""),
+        f"  an M's private pages / memory floor:  {r['m_private_over_memory_floor']}×   "
+        f"({sum(((sc['parts'] or {}).get('m_private_dirty') or {}).values())} kB against {mem['private_dirty_kb']} kB "
+        f"for a forked child with its ZeroMQ context and socket, hello answered)",
+        f"  10,000 Ms at that: {_gb(sc['used_kb_per_m'])} GB; 10,000 such children: {_gb(mem['anon_kb_per_child'])} "
+        f"GB of anonymous pages; MemAvailable before the run: {sc['mem_available_before_kb'] / 1e6:.1f} GB",
         f"invariant checker: Ms made by 100 ms of Go time, on / off: {r['ms_checker_on_over_off']}×   (target ≥ 0.8)",
     ]
     return "\n".join(lines)

@@ -1,8 +1,10 @@
 """The floors of `gmpsim bench`: what this machine does with no gmpsim in the way (a bare fork and
 ZeroMQ hello, a pre-forked template forking on request, a ZeroMQ one-way wake, a bare ROUTER loop,
-multiprocessing's forkserver and spawn), and the percentile helpers every figure uses."""
+multiprocessing's forkserver and spawn, the memory of a forked child talking ZeroMQ), and the
+percentile helpers every figure uses."""
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import os
@@ -14,9 +16,10 @@ import time
 import msgpack
 import zmq
 
+from coordinator.shell.procfs import meminfo_kb, private_dirty_by_kind, processes, pss_kb
 from protocol.codec import decode, encode_trusted
 from protocol.messages import position
-from protocol.transport import make_rundir
+from protocol.transport import make_rundir, one_malloc_arena
 
 HELLO = b"hello"
 
@@ -106,20 +109,27 @@ def _template(req_fd: int, endpoint: str) -> None:
                     os._exit(0)
 
 
-def template_floor(n_one: int, burst: int) -> dict:
-    """The burst fork floor: a pre-forked small process forking on request. One at a time (request →
-    hello), then `burst` requests at once (the first request → the last hello: Ms per second)."""
-    rundir = make_rundir()
-    endpoint = f"ipc://{rundir}/template.sock"
+def _fork_template(body, endpoint: str) -> tuple[int, int]:
+    """Fork a template process running body(request_fd, endpoint); returns its pid and the fd to
+    write its requests to (closing it ends the template)."""
     r_fd, w_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(w_fd)
-            _template(r_fd, endpoint)
+            body(r_fd, endpoint)
         finally:
             os._exit(0)
     os.close(r_fd)
+    return pid, w_fd
+
+
+def template_floor(n_one: int, burst: int) -> dict:
+    """The burst fork floor: a pre-forked small process forking on request. One at a time (request →
+    hello), then `burst` requests at once (the first request → the last hello: Ms per second)."""
+    rundir = make_rundir()
+    endpoint = f"ipc://{rundir}/template.sock"
+    pid, w_fd = _fork_template(_template, endpoint)
     ctx = zmq.Context()
     r = ctx.socket(zmq.ROUTER)
     r.bind(endpoint)
@@ -144,6 +154,106 @@ def template_floor(n_one: int, burst: int) -> dict:
     return {**(summarize(one) if one else {"n": 0, "p50_us": None, "p99_us": None}),
             "burst": burst, "burst_s": round(burst_s, 3),
             "burst_per_s": round(burst / burst_s)}
+
+
+def _blocked_child(endpoint: str) -> None:
+    """The least an M is: its own ZeroMQ context and DEALER, a hello answered, then blocked in recv
+    until told to go."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.connect(endpoint)
+    s.send(HELLO)
+    s.recv()  # the answer to the hello
+    s.recv()  # go: the measurement is done
+    s.close(0)
+    ctx.term()
+
+
+def _memory_template(req_fd: int, endpoint: str) -> None:
+    """Forks a blocked child per byte read, as a host's agent forks its Ms: one malloc arena for
+    ZeroMQ's threads, gc.freeze before each fork."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its children reap themselves
+    one_malloc_arena()
+    while got := os.read(req_fd, 4096):
+        for _ in got:
+            gc.freeze()
+            if os.fork() == 0:
+                try:
+                    _blocked_child(endpoint)
+                finally:
+                    os._exit(0)
+
+
+def memory_floor(k: int) -> dict:
+    """The memory floor: k children forked from a template forked from this process (so with the
+    modules a run's agent has), each with its own ZeroMQ context and DEALER and its hello answered,
+    all alive at once and blocked in recv: their mean private pages and PSS, one child's private pages
+    by kind, the rise of the machine's anonymous pages per child, and MemAvailable's fall per child
+    (the scale run's measure, but at this size on these VMs it moves by hundreds of MB for other
+    reasons: read it with care)."""
+    rundir = make_rundir()
+    endpoint = f"ipc://{rundir}/memory.sock"
+    ctx = zmq.Context()
+    r = ctx.socket(zmq.ROUTER)
+    r.bind(endpoint)
+    template, w_fd = _fork_template(_memory_template, endpoint)
+    children: list[bytes] = []
+    try:
+        base, base_anon = _settled_available(), meminfo_kb("AnonPages")  # after the template's own pages
+
+        os.write(w_fd, b"f" * k)
+        while len(children) < k and r.poll(10_000):
+            ident, _ = r.recv_multipart()
+            r.send_multipart([ident, b"ok"])
+            children.append(ident)
+        n = max(1, len(children))
+        used = (base - _settled_available()) / n
+        anon = (meminfo_kb("AnonPages") - base_anon) / n
+        pids = _children_of(template)
+        private = [sum(d.values()) for d in (private_dirty_by_kind(p) for p in pids[:20]) if d]
+        pss = [x for x in (pss_kb(p) for p in pids[:20]) if x is not None]
+        newest = private_dirty_by_kind(max(pids)) if pids else None
+    finally:
+        for ident in children:
+            r.send_multipart([ident, b"go"])
+        _end_children(template)
+        os.close(w_fd)  # the template's read ends: it exits
+        os.waitpid(template, 0)
+        r.close(0)
+        ctx.term()
+        _rm(rundir)
+    return {"children": len(children), "used_kb_per_child": round(used), "anon_kb_per_child": round(anon),
+            "private_dirty_kb": round(statistics.mean(private)) if private else None,
+            "pss_kb": round(statistics.mean(pss)) if pss else None, "private_dirty_by_kind": newest}
+
+
+def _settled_available(max_s: float = 5.0) -> int:
+    """MemAvailable (kB) once it holds still (two readings 0.2 s apart within 1 MiB): memory that
+    exited processes free, or pages still being faulted in, would otherwise count."""
+    end = time.monotonic() + max_s
+    last = meminfo_kb("MemAvailable")
+    while time.monotonic() < end:
+        time.sleep(0.2)
+        now = meminfo_kb("MemAvailable")
+        if abs(now - last) < 1024:
+            return now
+        last = now
+    return last
+
+
+def _end_children(template: int, wait_s: float = 5.0) -> None:
+    """Wait for the template's children to go (told to), SIGKILL those that did not in time."""
+    end = time.monotonic() + wait_s
+    while (left := _children_of(template)) and time.monotonic() < end:
+        time.sleep(0.05)
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    while _children_of(template) and time.monotonic() < end + wait_s:
+        time.sleep(0.05)
+
+
+def _children_of(ppid: int) -> list[int]:
+    return sorted(p for p, (state, parent, _) in processes().items() if parent == ppid and state != "Z")
 
 
 def _router_clients(endpoint: str, n_socks: int, per_sock: int) -> None:

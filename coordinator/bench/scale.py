@@ -120,7 +120,7 @@ def scale(n: int) -> dict:
             "live_ms_sampled": best["live_ms"], "at_s": best["at_s"],
             "used_kb_per_m": best["used_kb_per_m"], "pss_kb_per_m": best["pss_kb_per_m"],
             "leaks": report["leaks"]["processes"] + report["leaks"]["shm_segments"], "parts": best.get("parts"),
-            "stopped": stopped, "wall_s": report["wall_s"]}
+            "stopped": stopped, "wall_s": report["wall_s"], "mem_available_before_kb": base_avail}
 
 
 def parts(coordinator: int, agent: int | None, ms: list[int]) -> dict:

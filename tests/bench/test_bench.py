@@ -32,6 +32,9 @@ def test_bench_quick_json(tmp_path):
     # memory meanwhile can make it negative, so only its presence is asserted; an M's own pages can't lie.
     assert isinstance(sc["used_kb_per_m"], int) and sum(sc["parts"]["m_private_dirty"].values()) > 0
     assert sc["parts"]["m_threads"] == 3  # main, ZeroMQ I/O, reaper
+    mem = fl["memory"]  # the memory floor: forked children with their own ZeroMQ context, all alive at once
+    assert mem["children"] == 20 and mem["private_dirty_kb"] > 0 and mem["pss_kb"] > 0
+    assert res["ratios"]["m_private_over_memory_floor"] > 0 and "an M's private pages / memory floor" in r.stdout
     for k in ("newm_p50_over_fork_floor", "wake_p50_over_zmq_one_way", "events_over_router_loop",
               "pace_over_burst_fork_floor"):
         assert res["ratios"][k] is not None and res["ratios"][k] > 0, k
