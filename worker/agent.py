@@ -1,7 +1,8 @@
 """The host agent: the host's template thread, its g0 stack arena, and the reaper of its Ms.
 
 A pristine process that never runs goroutines. It maps the arena before forking anything (Ms inherit
-the mapping), forks the Ms that no M's process forks (m0, sysmon's, the template's), watches every M
+the mapping); once welcomed it forks its forker (forker.py), a quiet child that forks the Ms that no
+M's process forks (m0, sysmon's, the template's) and passes their exit statuses on; it watches every M
 of its host with a pidfd and, as the child subreaper, reaps the orphans (hostms.py keeps those Ms).
 Each exit it reports to the coordinator with the dead M's last g0 frames read from the arena (that
 report is exitThread clearing m.freeWait, and the post-mortem). At shutdown it ends its Ms and
@@ -28,15 +29,17 @@ from protocol.owner import alive, clean, new_run_id
 from protocol.timing import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, RESEND_S
 from protocol.transport import agent_identity, curve_client_keys, dealer, one_malloc_arena
 
+from .forker import Forker
 from .g0 import G0_STACK_SIZE, Arena, arena_name, read_frames
 from .hostms import HostMs
-from .m import HostConfig, newosproc
+from .m import HostConfig
 from .reaper import set_child_subreaper
 
 log = logging.getLogger("gmpsim.agent")
 
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.1  # reap orphans and resend unacknowledged reports this often
+EXIT_STATUS_WAIT_S = 0.2  # for the forker's report of an M it forked, once that M is gone
 HELLO_AGAIN_S = 1.0  # until welcomed
 GIVE_UP_S = 60.0  # a remote agent with no coordinator this long exits: 2 if it never got one, else 3
 NAME_ENV = "GMPSIM_AGENT_NAME"
@@ -68,9 +71,10 @@ class Agent:
         self.poller = zmq.Poller()  # the socket and one pidfd per M watched
         self.ms = HostMs(self.poller)
         self.forked: dict[tuple[int, int], tuple[str, dict]] = {}  # (m, epoch) -> the answer sent
+        self.ordered: dict[tuple[int, int], dict] = {}  # (m, epoch) -> the spec the forker is forking
+        self.forker: Forker | None = None  # started at the welcome (it inherits the host's config)
         self.unacked: dict[int, list] = {}  # seq -> [frame, resend at]
         self.seq = 0
-        self.backlog: list[bytes] = []  # frames that came while a fork was retrying
         self.cfg: HostConfig | None = None
         self.ctx = zmq.Context()
         # Its own identity per incarnation: a dead predecessor's connection may linger (the Ms it
@@ -106,9 +110,8 @@ class Agent:
         poller.register(self.sock, zmq.POLLIN)
         while True:
             events = dict(poller.poll(POLL_S * 1000))
-            while self.backlog:
-                if self.handle(self.backlog.pop(0)) == "shutdown":
-                    return
+            if self.forker is not None and events.pop(self.forker.fileno(), None):
+                self.from_forker()
             if self.sock in events:
                 while self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     if self.handle(self.sock.recv()) == "shutdown":
@@ -153,10 +156,14 @@ class Agent:
         return None
 
     def reset(self) -> None:
-        """Back to a fresh host: no Ms, every g0 slot free, not welcomed."""
+        """Back to a fresh host: no Ms, every g0 slot free, not welcomed (the next welcome starts
+        a forker again)."""
+        if self.forker is not None:
+            self.stop_forker()
         self.ms.kill_all()
         self.ms.forget_all(self.arena)
         self.forked.clear()
+        self.ordered.clear()
         self.unacked.clear()
         self.welcomed = False
         self.last_heard = time.monotonic()
@@ -171,6 +178,10 @@ class Agent:
 
     def report_exit(self, mid: int, pid: int) -> None:
         """An M's process is gone: report it, with its last g0 frames (the crash dump of the thread)."""
+        deadline = time.monotonic() + EXIT_STATUS_WAIT_S  # its parent, the forker, has its status
+        while (self.forker is not None and pid in self.forker.children and pid not in self.ms.exits
+               and (left := deadline - time.monotonic()) > 0):
+            self.from_forker(timeout=left)
         status, slot = self.ms.gone(mid, pid)
         frames = read_frames(self.arena, slot) if slot is not None else []
         self.send("mexited", reliable=True, m=mid, pid=pid, status=status, frames=frames[:256])
@@ -192,6 +203,7 @@ class Agent:
                                   **msg["config"])
             self.welcomed = self.ever_welcomed = True
             gc.freeze()
+            self.start_forker()
         elif t == "newosproc":  # newm1 from the template thread (or for sysmon's newm)
             self.on_newosproc(msg["fork"])
         elif t == "watch":
@@ -213,36 +225,70 @@ class Agent:
             log.warning("agent %s: unexpected %s", self.host, t)
         return None
 
-    def on_newosproc(self, spec: dict) -> None:
-        """Fork the M (once per incarnation: a resent order gets the same answer again)."""
-        key = (spec["m"], spec["epoch"])
-        if key not in self.forked:
-            pid, tries, cause, limit = newosproc(self.cfg, spec, sleep=self.sleep_listening)
-            if pid < 0:
-                self.forked[key] = ("forkfail", dict(child=spec["m"], cepoch=spec["epoch"], errno=-pid, tries=tries,
-                                                     cause=cause, limit=limit))
-            else:
-                self.ms.watch_m(spec["m"], pid, spec["slot"])
-                self.forked[key] = ("forked", dict(child=spec["m"], cepoch=spec["epoch"], pid=pid))
-        t, fields = self.forked[key]
+    def start_forker(self) -> None:
+        """Fork the forker from this process as it is now (welcomed: the host's config is set), and
+        give it the orders it had not carried out if it is a new one."""
+        if self.forker is not None:
+            self.stop_forker()
+        self.forker = Forker(self.cfg)
+        self.poller.register(self.forker.fileno(), zmq.POLLIN)
+        for spec in self.ordered.values():
+            self.forker.order(spec)
+
+    def stop_forker(self) -> None:
+        """The forker ends after the order it is carrying out; its answers are taken in first."""
+        self.poller.unregister(self.forker.fileno())
+        for msg, fd in self.forker.close():
+            self.on_forker(msg, fd)
+        self.forker = None
+
+    def from_forker(self, timeout: float = 0.0) -> None:
+        """Take in what the forker said (waiting up to `timeout` s for it); a forker that died is
+        replaced, and the new one forks what the dead one had not."""
+        answers = self.forker.answers(timeout)
+        if answers is None:
+            log.warning("agent %s: its forker (pid %d) died; starting another", self.host, self.forker.pid)
+            self.start_forker()
+            return
+        for msg, fd in answers:
+            self.on_forker(msg, fd)
+
+    def on_forker(self, msg: list, pidfd: int | None) -> None:
+        if msg[0] == "exited":
+            self.ms.exits[msg[1]] = msg[2]
+            return
+        _, mid, epoch, pid, tries, cause, limit = msg
+        spec = self.ordered.pop((mid, epoch), None)
+        if spec is None:  # not ordered by this incarnation of the host (a reset came between)
+            if pidfd is not None:
+                os.close(pidfd)
+            return
+        if pid < 0:
+            self.forked[(mid, epoch)] = ("forkfail", dict(child=mid, cepoch=epoch, errno=-pid, tries=tries,
+                                                          cause=cause, limit=limit))
+        else:
+            self.ms.watch_m(mid, pid, spec["slot"], pidfd)
+            self.forked[(mid, epoch)] = ("forked", dict(child=mid, cepoch=epoch, pid=pid))
+        t, fields = self.forked[(mid, epoch)]
         self.send(t, m=-1, **fields)
 
-    def sleep_listening(self, seconds: float) -> None:
-        """retryOnEAGAIN's sleep in the template thread: it still hears a shutdown; other messages
-        wait in the backlog until the fork is done."""
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            if self.sock.poll(left * 1000):
-                frame = self.sock.recv()
-                try:
-                    if decode(frame)["t"] == "shutdown":
-                        raise SystemExit(0)
-                except ProtocolError:
-                    pass
-                self.backlog.append(frame)
+    def on_newosproc(self, spec: dict) -> None:
+        """newosproc, by the forker (once per incarnation: a resent order gets the same answer again,
+        or none yet while the forker is at it)."""
+        key = (spec["m"], spec["epoch"])
+        if key in self.forked:
+            t, fields = self.forked[key]
+            self.send(t, m=-1, **fields)
+        elif self.forker is None:
+            log.warning("agent %s: newosproc of M%d before the welcome", self.host, spec["m"])
+        elif key not in self.ordered:
+            self.ordered[key] = spec
+            self.forker.order(spec)
 
     def shutdown(self) -> None:
         """End every M of this host, reap them, unlink the arena, say goodbye."""
+        if self.forker is not None:
+            self.stop_forker()  # first: no M may come after the kill
         left = self.ms.kill_all()
         if left:
             log.error("agent %s: Ms still alive after SIGKILL: %s", self.host, left)

@@ -24,13 +24,16 @@ class HostMs:
         self.slots: dict[int, int] = {}  # M id -> its g0 slot (for the post-mortem)
         self.exits: dict[int, int] = {}  # pid -> exit status, reaped before its pidfd fired
 
-    def watch_m(self, mid: int, pid: int, slot: int) -> None:
+    def watch_m(self, mid: int, pid: int, slot: int, pidfd: int | None = None) -> None:
+        """Watch M `mid`'s process (through `pidfd` if given: ours from now on)."""
         if mid in self.watch:
+            if pidfd is not None:
+                os.close(pidfd)
             return
         self.pids[mid] = pid
         if slot >= 0:
             self.slots[mid] = slot
-        self.watch.add(mid, pid)
+        self.watch.add(mid, pid, pidfd)
         fd = self.watch.fd_of(mid)
         if fd is not None:  # None: already gone; watch.ready reports it on the next pass
             self.poller.register(fd, zmq.POLLIN)

@@ -56,14 +56,15 @@ class HostConfig:
     agent_pid: int = 0  # the host agent (its pidfds, one per M, count against its open files)
 
 
-def child_after_fork() -> None:
-    """In a freshly forked M: Ms reap their own children (SIGCHLD ignored; orphans go to the agent,
-    the subreaper); Ctrl-C is the coordinator's to handle; the inherited log queue is reset before
-    the first record."""
+def child_after_fork(keep: set[int] = frozenset()) -> None:
+    """In a freshly forked M (or forker): Ms reap their own children (SIGCHLD ignored; orphans go to
+    the agent, the subreaper); Ctrl-C is the coordinator's to handle; the inherited descriptors but
+    `keep` are closed; the inherited log queue is reset before the first record."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _close_inherited_fds()
+    signal.set_wakeup_fd(-1)  # the forker's SIGCHLD pipe is not ours
+    close_inherited_fds(keep)
     for h in logging.getLogger().handlers:  # handler filters see records of every logger
         h.addFilter(_reset_log_queue_once)
 
@@ -145,11 +146,11 @@ def _flush_logs() -> None:
             q.join_thread()
 
 
-def _close_inherited_fds() -> None:
-    """An M inherits every descriptor of its forker: the agent's pidfds (one per M of the host, so
+def close_inherited_fds(keep: set[int] = frozenset()) -> None:
+    """An M inherits every descriptor of its forker: an agent's pidfds (one per M of the host, so
     thousands), its ZeroMQ sockets (whose connections would then outlive it), an M's guard pidfd.
-    Keep stdin/out/err and the log queue's pipe; the g0 arena is a mapping, not a descriptor."""
-    keep = {0, 1, 2}
+    Keep stdin/out/err, the log queue's pipe and `keep`; the g0 arena is a mapping, not a descriptor."""
+    keep = {0, 1, 2} | set(keep)
     for q in _log_queues():
         for conn in (getattr(q, "_reader", None), getattr(q, "_writer", None)):
             try:
@@ -320,4 +321,4 @@ class WorkerM:
         raise SystemExit(0)
 
 
-__all__ = ["HostConfig", "WorkerM", "fork_m", "newosproc", "child_after_fork"]
+__all__ = ["HostConfig", "WorkerM", "fork_m", "newosproc", "child_after_fork", "close_inherited_fds"]

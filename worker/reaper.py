@@ -88,14 +88,19 @@ class PidWatch:
         self._keys_by_fd: dict[int, Hashable] = {}
         self._gone: list[tuple[Hashable, int]] = []  # exited before add()
 
-    def add(self, key: Hashable, pid: int) -> None:
+    def add(self, key: Hashable, pid: int, fd: int | None = None) -> None:
+        """Watch `pid` under `key`, through `fd` if given (a pidfd on it, which is ours to close
+        from then on: e.g. one the process's parent opened before it could reap it)."""
         if key in self._watched or any(k == key for k, _ in self._gone):
+            if fd is not None:
+                os.close(fd)
             raise ValueError(f"already watching {key!r}")
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            self._gone.append((key, pid))
-            return
+        if fd is None:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self._gone.append((key, pid))
+                return
         self._watched[key] = (pid, fd)
         self._keys_by_fd[fd] = key
 

@@ -1,0 +1,80 @@
+"""The host's forker (worker/forker.py), in real runs: it forks the agent's Ms, their exit statuses
+reach the report through it, and one killed mid-run is replaced with no M lost or left behind."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from coordinator.shell.procfs import descendants, processes
+from tests.shell.robust_run import ROOT, start_run, stop, wait_for
+
+pytestmark = __import__("pytest").mark.processes
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _forkers(root: int) -> list[tuple[int, int]]:
+    """(pid, ppid) of every live `gmpsim forker local` under `root`."""
+    table = processes()
+    return [(p, table[p][1]) for p in descendants(root)
+            if p in table and table[p][0] != "Z" and _name(p) == "gmpsim forker local"]
+
+
+def test_the_forker_is_the_agents_child_and_the_parent_of_the_ms_it_forks(tmp_path):
+    """m0 and sysmon's Ms are forked by `gmpsim forker local`, a child of `gmpsim agent local`."""
+    out = tmp_path / "run"
+    proc, console = start_run(out)
+    try:
+        forkers = wait_for("a forker", lambda: _forkers(proc.pid), 30, proc)
+        (forker, agent), = forkers
+        assert _name(agent) == "gmpsim agent local"
+        ms = wait_for("an M forked by the forker", lambda: [
+            p for p, (state, ppid, _) in processes().items()
+            if ppid == forker and state != "Z" and _name(p).startswith("gmpsim M")], 30, proc)
+        assert ms
+    finally:
+        stop(proc)
+        console.close()
+
+
+def test_a_killed_forker_is_replaced_and_the_run_ends_ok(tmp_path):
+    """SIGKILL the forker mid-run: the agent starts another, which forks the orders the dead one had
+    not carried out; the run ends ok, no goroutine lost, nothing left behind (the conftest fixture)."""
+    out = tmp_path / "run"
+    proc, console = start_run(out, "--set", "time_limit_s=60")
+    try:
+        (first, _), = wait_for("a forker", lambda: _forkers(proc.pid), 30, proc)
+        wait_for("Ms", lambda: len(descendants(proc.pid)) >= 5, 30, proc)
+        os.kill(first, signal.SIGKILL)
+        wait_for("another forker", lambda: [p for p, _ in _forkers(proc.pid) if p != first], 10, proc)
+        assert proc.wait(90) == 0
+    finally:
+        stop(proc)
+        console.close()
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["outcome"] == "ok" and rep["goroutines"]["lost"] == 0, rep["reason"]
+    assert rep["leaks"]["processes"] == 0 and rep["leaks"]["shm_segments"] == 0
+    assert "its forker" in (out / "gmpsim.log").read_text() and "died; starting another" in (
+        out / "gmpsim.log").read_text()
+
+
+def test_exit_statuses_of_ms_the_forker_forked_reach_the_report(tmp_path):
+    """kill-storm SIGKILLs Ms; the forker is the parent of m0's and sysmon's Ms, reaps them and
+    passes their status on, so the post-mortems say -9 (not 'not ours to read', -256) for them."""
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "coordinator.cli", "run", "kill-storm", "--no-progress",
+                        "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    deaths = json.loads((out / "report.json").read_text())["deaths"]
+    statuses = {d["status"] for d in deaths}
+    assert -9 in statuses, deaths[:5]

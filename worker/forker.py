@@ -1,0 +1,148 @@
+"""The host's forker: a quiet process, forked by the agent once it is welcomed, that forks the Ms
+the agent is asked for (m0, sysmon's newm and the template thread's).
+
+Like Go's templateThread (proc.go), "a thread in a known-good state that exists solely to start new
+threads in known-good states". The state that matters here is the forker's own. The agent has
+ZeroMQ's threads, a pidfd per M and a loop that never rests. Its clone took 2-3 ms in a burst (an
+idle process of the same size: 0.7 ms), and every page it wrote between two forks stayed a private
+copy of the child forked before. The forker has one socket and no thread, and it sleeps between
+orders, so the Ms share more of its pages.
+
+The pipe is a SOCK_SEQPACKET socketpair: one message per send, msgpack.
+- agent → forker: the fork spec of one M (the newosproc order).
+- forker → agent: `["forked", m, epoch, pid, tries, cause, limit]` (pid < 0: -errno, as
+  newosproc returns it). A forked M's pidfd travels with it (SCM_RIGHTS), so the agent watches
+  that very process, whoever reaps it.
+- forker → agent: `["exited", pid, status]` for each child the forker reaped, because the forker
+  is its parent and the only one that can read its exit status.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import select
+import signal
+import socket
+import time
+
+import msgpack
+from setproctitle import setproctitle
+
+from .m import HostConfig, child_after_fork, newosproc
+from .reaper import kill_and_wait, reap
+
+log = logging.getLogger("gmpsim.forker")
+
+PR_SET_PDEATHSIG = 1
+MAX_MSG = 1 << 16  # a fork spec or an answer is a few hundred bytes
+CLOSE_WAIT_S = 2.0  # for the forker to finish its order (retryOnEAGAIN sleeps ~0.5 s in Go time at most)
+
+
+class Forker:
+    """The agent's handle on its forker process."""
+
+    def __init__(self, cfg: HostConfig):
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # the forker: it never returns into the agent's code
+            code = 0
+            try:
+                mine.close()
+                serve(cfg, theirs)
+            except BaseException:  # noqa: BLE001 - a dying forker must not fall back into the agent
+                log.exception("forker of host %s died", cfg.host)
+                code = 70
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.pid, self.sock = pid, mine
+        self.children: set[int] = set()  # pids it forked and has not reported reaped
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def order(self, spec: dict) -> None:
+        self.sock.sendall(msgpack.packb(spec))
+
+    def answers(self, timeout: float = 0.0) -> list[tuple[list, int | None]] | None:
+        """The forker's messages waiting (waiting up to `timeout` s for the first), each with the
+        pidfd it carried, or None when the forker is gone (end of file)."""
+        out = []
+        while select.select([self.sock], [], [], timeout if not out else 0)[0]:
+            data, fds, _, _ = socket.recv_fds(self.sock, MAX_MSG, 1)
+            if not data:
+                return None
+            msg = msgpack.unpackb(data)
+            if msg[0] == "forked" and msg[3] > 0:
+                self.children.add(msg[3])
+            elif msg[0] == "exited":
+                self.children.discard(msg[1])
+            out.append((msg, fds[0] if fds else None))
+        return out
+
+    def close(self, timeout: float = CLOSE_WAIT_S) -> list[tuple[list, int | None]]:
+        """End the forker: it sees our end of file once the order it is at is done, and what it said
+        until it ended is returned (a fork it finished must be watched, or that M would be left
+        behind). After `timeout` s it is killed. The Ms it forked re-parent to the agent."""
+        self.sock.shutdown(socket.SHUT_WR)
+        out: list[tuple[list, int | None]] = []
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            got = self.answers(left)
+            if got is None:
+                break
+            out.extend(got)
+        self.sock.close()
+        kill_and_wait([self.pid], timeout=0.5)
+        reap([self.pid])
+        return out
+
+
+def serve(cfg: HostConfig, sock: socket.socket) -> None:
+    """The forker's loop: a fork per order, a report per child reaped; ends at the agent's end of
+    file (or with the agent: PDEATHSIG)."""
+    setproctitle(f"gmpsim forker {cfg.host}")
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    chld_r, chld_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    child_after_fork(keep={sock.fileno(), chld_r, chld_w})  # as an M: the agent's pidfds (thousands) go
+    signal.set_wakeup_fd(chld_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the poll below
+    poll = select.poll()
+    poll.register(sock, select.POLLIN)
+    poll.register(chld_r, select.POLLIN)
+    while True:
+        ready = {fd for fd, _ in poll.poll()}
+        if chld_r in ready:
+            while True:
+                try:
+                    os.read(chld_r, 4096)
+                except BlockingIOError:
+                    break
+        for pid, status in reap():
+            sock.sendall(msgpack.packb(["exited", pid, status]))
+        if sock.fileno() in ready:
+            data = sock.recv(MAX_MSG)
+            if not data:
+                return
+            spec = msgpack.unpackb(data)
+            pid, tries, cause, limit = newosproc(cfg, spec, sleep=time.sleep)
+            answer = msgpack.packb(["forked", spec["m"], spec["epoch"], pid, tries, cause, limit])
+            if pid > 0:
+                fd = _pidfd(pid)
+                socket.send_fds(sock, [answer], [fd] if fd >= 0 else [])
+                if fd >= 0:
+                    os.close(fd)
+            else:
+                sock.sendall(answer)
+
+
+def _pidfd(pid: int) -> int:
+    """A pidfd on our unreaped child (it cannot be gone: we have not waited for it yet)."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return -1
+
+
+__all__ = ["Forker", "serve"]
