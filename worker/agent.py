@@ -12,7 +12,6 @@ Ms it is told about. Run as `python -m worker.agent --endpoint E --host H --run-
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import logging
 import os
@@ -33,22 +32,15 @@ from .forker import Forker
 from .g0 import G0_STACK_SIZE, Arena, arena_name, read_frames
 from .hostms import HostMs
 from .m import HostConfig
-from .reaper import set_child_subreaper
+from .reaper import set_child_subreaper, set_pdeathsig
 
 log = logging.getLogger("gmpsim.agent")
 
-PR_SET_PDEATHSIG = 1
 POLL_S = 0.1  # reap orphans and resend unacknowledged reports this often
 EXIT_STATUS_WAIT_S = 0.2  # for the forker's report of an M it forked, once that M is gone
 HELLO_AGAIN_S = 1.0  # until welcomed
 GIVE_UP_S = 60.0  # a remote agent with no coordinator this long exits: 2 if it never got one, else 3
 NAME_ENV = "GMPSIM_AGENT_NAME"
-
-
-def _die_with_parent() -> None:
-    """The coordinator's death is ours too (SIGTERM, then our orderly cleanup)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class Agent:
@@ -354,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     one_malloc_arena()  # before any thread: ZeroMQ's threads here and in every M share one
     set_child_subreaper()
     if not remote:
-        _die_with_parent()
+        set_pdeathsig(signal.SIGTERM)  # the coordinator's death is ours too (then our orderly cleanup)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     # Once only: PDEATHSIG comes again each time the dying coordinator's next thread (zmq, logging)

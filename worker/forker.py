@@ -18,7 +18,6 @@ The pipe is a SOCK_SEQPACKET socketpair: one message per send, msgpack.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import select
@@ -30,11 +29,10 @@ import msgpack
 from setproctitle import setproctitle
 
 from .m import HostConfig, child_after_fork, newosproc
-from .reaper import kill_and_wait, reap
+from .reaper import kill_and_wait, reap, set_pdeathsig
 
 log = logging.getLogger("gmpsim.forker")
 
-PR_SET_PDEATHSIG = 1
 MAX_MSG = 1 << 16  # a fork spec or an answer is a few hundred bytes
 CLOSE_WAIT_S = 2.0  # for the forker to finish its order (retryOnEAGAIN sleeps ~0.5 s in Go time at most)
 
@@ -94,8 +92,7 @@ class Forker:
                 break
             out.extend(got)
         self.sock.close()
-        kill_and_wait([self.pid], timeout=0.5)
-        reap([self.pid])
+        kill_and_wait([self.pid], timeout=0.5)  # and reaped
         return out
 
 
@@ -103,7 +100,7 @@ def serve(cfg: HostConfig, sock: socket.socket) -> None:
     """The forker's loop: a fork per order, a report per child reaped; ends at the agent's end of
     file (or with the agent: PDEATHSIG)."""
     setproctitle(f"gmpsim forker {cfg.host}")
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    set_pdeathsig(signal.SIGKILL)
     chld_r, chld_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     child_after_fork(keep={sock.fileno(), chld_r, chld_w})  # as an M: the agent's pidfds (thousands) go
     signal.set_wakeup_fd(chld_w)
@@ -113,14 +110,14 @@ def serve(cfg: HostConfig, sock: socket.socket) -> None:
     poll.register(chld_r, select.POLLIN)
     while True:
         ready = {fd for fd, _ in poll.poll()}
-        if chld_r in ready:
+        if chld_r in ready:  # a SIGCHLD came: report who is gone
             while True:
                 try:
                     os.read(chld_r, 4096)
                 except BlockingIOError:
                     break
-        for pid, status in reap():
-            sock.sendall(msgpack.packb(["exited", pid, status]))
+            for pid, status in reap():
+                sock.sendall(msgpack.packb(["exited", pid, status]))
         if sock.fileno() in ready:
             data = sock.recv(MAX_MSG)
             if not data:

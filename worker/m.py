@@ -64,7 +64,7 @@ def child_after_fork(keep: set[int] = frozenset()) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)  # the forker's SIGCHLD pipe is not ours
-    close_inherited_fds(keep)
+    _close_inherited_fds(keep)
     for h in logging.getLogger().handlers:  # handler filters see records of every logger
         h.addFilter(_reset_log_queue_once)
 
@@ -146,7 +146,7 @@ def _flush_logs() -> None:
             q.join_thread()
 
 
-def close_inherited_fds(keep: set[int] = frozenset()) -> None:
+def _close_inherited_fds(keep: set[int] = frozenset()) -> None:
     """An M inherits every descriptor of its forker: an agent's pidfds (one per M of the host, so
     thousands), its ZeroMQ sockets (whose connections would then outlive it), an M's guard pidfd.
     Keep stdin/out/err, the log queue's pipe and `keep`; the g0 arena is a mapping, not a descriptor."""
@@ -321,4 +321,4 @@ class WorkerM:
         raise SystemExit(0)
 
 
-__all__ = ["HostConfig", "WorkerM", "fork_m", "newosproc", "child_after_fork", "close_inherited_fds"]
+__all__ = ["HostConfig", "WorkerM", "fork_m", "newosproc", "child_after_fork"]

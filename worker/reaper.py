@@ -34,6 +34,7 @@ __all__ = [
     "PR_SET_CHILD_SUBREAPER",
     "PR_GET_CHILD_SUBREAPER",
     "set_child_subreaper",
+    "set_pdeathsig",
     "is_child_subreaper",
     "PidWatch",
     "reap",
@@ -42,6 +43,7 @@ __all__ = [
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
+PR_SET_PDEATHSIG = 1
 
 _prctl = None
 
@@ -65,6 +67,11 @@ def _check(rc: int) -> None:
 def set_child_subreaper(on: bool = True) -> None:
     """prctl(PR_SET_CHILD_SUBREAPER): orphans of our descendants re-parent to us (process-wide)."""
     _check(_libc_prctl()(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0))
+
+
+def set_pdeathsig(sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): `sig` comes to us when our parent dies."""
+    _check(_libc_prctl()(PR_SET_PDEATHSIG, sig, 0, 0, 0))
 
 
 def is_child_subreaper() -> bool:

@@ -23,10 +23,12 @@ def _name(pid: int) -> str:
 
 
 def _forkers(root: int) -> list[tuple[int, int]]:
-    """(pid, ppid) of every live `gmpsim forker local` under `root`."""
+    """(pid, ppid) of every live `gmpsim forker local` under `root` whose parent is the agent (an M
+    just forked by the forker bears its name until its own setproctitle)."""
     table = processes()
     return [(p, table[p][1]) for p in descendants(root)
-            if p in table and table[p][0] != "Z" and _name(p) == "gmpsim forker local"]
+            if p in table and table[p][0] != "Z" and _name(p) == "gmpsim forker local"
+            and _name(table[p][1]) == "gmpsim agent local"]
 
 
 def test_the_forker_is_the_agents_child_and_the_parent_of_the_ms_it_forks(tmp_path):
