@@ -1,10 +1,11 @@
 """The incremental invariant checker: after each step, check what that step touched (the O(1)
-counters, the touched Ms, their Ps and goroutines); the full check (invariants.check) once every
-max(256, records) steps and at the end, so that its cost per step does not grow with the Ms."""
+counters, the touched Ms, their Ps and goroutines, and nmspinning and nmidlelocked against a Tally
+kept from the touched Ms); the full check (invariants.check) once every max(256, records) steps and
+at the end, so that its cost per step does not grow with the Ms."""
 from __future__ import annotations
 
 from coordinator.runtime.invariants import check, list_counters
-from coordinator.runtime.invariants_m import _Acc, _check_m
+from coordinator.runtime.invariants_m import _Acc, _check_m, check_cross_counts
 from coordinator.runtime.invariants_names import _STATUS_G, _STATUS_P, _gn, _mn, _pn
 from coordinator.runtime.sched import M, Parked, Sched, _Gdead, _Grunnable, _Grunning, _Gsyscall, _Pidle, _Prunning
 
@@ -46,19 +47,52 @@ def _on_midle(sched: Sched, mp: M) -> bool:
     return any(x is mp for x in reversed(sched.midle))
 
 
-def check_touched(sched: Sched, touched) -> list[str]:
+class Tally:
+    """Each M's share of the cross-record counts (nmspinning: spinning or starting as spinning;
+    nmidlelocked: idle in stoplockedm) and their sums, as of the last step that touched it. A full
+    check fills it from every M (`sync`); check_touched then updates the touched Ms' shares, so the
+    sums stay exact as long as every M whose share changes is touched, which the state machine tests
+    hold the loop's touched_ms to."""
+
+    def __init__(self) -> None:
+        self.shares: dict[int, tuple[int, int]] = {}
+        self.spinning = self.idlelocked = 0
+        self.synced = False
+
+    def full_check(self, sched: Sched) -> list[str]:
+        """invariants.check, filling the shares from the same pass."""
+        self.shares = {}
+        errs = check(sched, self.shares)
+        self.spinning = sum(s for s, _ in self.shares.values())
+        self.idlelocked = sum(i for _, i in self.shares.values())
+        self.synced = True
+        return errs
+
+    def set(self, mid: int, share: tuple[int, int]) -> None:
+        old = self.shares.pop(mid, (0, 0))
+        if share != (0, 0):
+            self.shares[mid] = share
+        self.spinning += share[0] - old[0]
+        self.idlelocked += share[1] - old[1]
+
+
+def check_touched(sched: Sched, touched, tally: Tally | None = None) -> list[str]:
     """The invariants of what one step touched: the global counters (O(1)), every touched M (as in
-    check()), the P each of them holds, has in transit or left in a syscall, and its goroutines.
-    Cross-record facts that need every record (each P owned once, each G queued once, slot
-    uniqueness, the counts of spinning and idle-locked Ms) are left to the periodic check()."""
+    check()), the P each of them holds, has in transit or left in a syscall, and its goroutines;
+    with a synced `tally`, nmspinning and nmidlelocked against the Ms' shares. Cross-record facts
+    that need every record (each P owned once, each G queued once, slot uniqueness) are left to the
+    periodic check()."""
     errs: list[str] = []
     e = errs.append
     exited = sched.exit_code is not None
     _counters(sched, e)
+    counting = tally is not None and tally.synced
     freem = None
     for mid in touched:
         mp = sched.allm.get(mid)
         if mp is None:
+            if counting:
+                tally.set(mid, (0, 0))
             if freem is None:
                 freem = {m.id: m for m in sched.freem}
             mp = freem.get(mid)
@@ -69,7 +103,10 @@ def check_touched(sched: Sched, touched) -> list[str]:
                     e(f"M{mp.id}: exited with p={_pn(mp.p)} nextp={_pn(mp.nextp)} curg={_gn(mp.curg)} "
                       f"spinning={mp.spinning}")
             continue
-        _check_m(sched, mp, e, _on_midle(sched, mp), exited, _Acc(), any(x is mp for x in sched.extram))
+        acc = _Acc()
+        _check_m(sched, mp, e, _on_midle(sched, mp), exited, acc, any(x is mp for x in sched.extram))
+        if counting:
+            tally.set(mid, (acc.spinning, acc.idlelocked))
         name = f"M{mp.id}"
         p = mp.p
         if p is not None:
@@ -88,6 +125,8 @@ def check_touched(sched: Sched, touched) -> list[str]:
         lg = mp.lockedg
         if lg is not None and lg.status == _Gdead:
             e(f"G{lg.goid}: dead but locked to {name}")
+    if counting:
+        check_cross_counts(sched, e, tally.spinning, tally.idlelocked)
     return errs
 
 
@@ -101,15 +140,16 @@ class Checker:
         self.steps = 0
         self.full_at = 0  # the step at which the next full check runs
         self.full_checks = 0
+        self.tally = Tally()
 
     def after_step(self, sched: Sched, touched) -> list[str]:
         self.steps += 1
         if self.steps >= self.full_at:
             return self.final(sched)
-        return check_touched(sched, touched)
+        return check_touched(sched, touched, self.tally)
 
     def final(self, sched: Sched) -> list[str]:
         self.full_checks += 1
         records = len(sched.allm) + len(sched.allp) + len(sched.allgs) // 4
         self.full_at = self.steps + max(self.min_period, records)
-        return check(sched)
+        return self.tally.full_check(sched)

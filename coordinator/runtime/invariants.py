@@ -59,15 +59,16 @@ def list_counters(sched: Sched, e) -> None:
         e(f"sched: sysmonwait={sched.sysmonwait}")
 
 
-def check(sched: Sched) -> list[str]:
-    """Every broken invariant of `sched`, one line each; [] when the state is consistent."""
+def check(sched: Sched, shares: dict | None = None) -> list[str]:
+    """Every broken invariant of `sched`, one line each; [] when the state is consistent. `shares`,
+    when given, is filled with each M's share of nmspinning and nmidlelocked (see check_ms)."""
     errs: list[str] = []
     e = errs.append
     exited = sched.exit_code is not None  # main returned: goroutine 1 is dead on m0's curg
 
     list_counters(sched, e)
     extra = {id(mp) for mp in sched.extram}
-    acc = check_ms(sched, e, exited, extra)
+    acc = check_ms(sched, e, exited, extra, shares)
     check_m_counters(sched, e, acc)
     check_ps(sched, e, acc)
     check_gs(sched, e, acc.curgs, exited, extra)

@@ -153,10 +153,11 @@ def _check_m(sched: Sched, mp: M, e, on_midle: bool, exited: bool, acc: _Acc, is
         e(f"{name}: incgo outside a syscall")
 
 
-def check_ms(sched: Sched, e, exited: bool, extra: set[int]) -> _Acc:
+def check_ms(sched: Sched, e, exited: bool, extra: set[int], shares: dict | None = None) -> _Acc:
     """Every M: on midle at most once, filed in allm under its id, its own state (_check_m), and the
     Ms on midle, osstackm and freem; returns what the pass gathered for the other checks.
-    `extra`: the ids of the Ms on sched.extram."""
+    `extra`: the ids of the Ms on sched.extram. `shares`, when given, is filled with each M's share
+    of the cross-record counts, M id -> (spinning, idlelocked), for the incremental checker's Tally."""
     acc = _Acc()
     in_midle: set[int] = set()
     if len(sched.extram) != sched.extraMCount:
@@ -169,7 +170,12 @@ def check_ms(sched: Sched, e, exited: bool, extra: set[int]) -> _Acc:
     for mid, mp in sched.allm.items():
         if mid != mp.id:
             e(f"M{mp.id}: filed in allm under id {mid}")
-        _check_m(sched, mp, e, id(mp) in in_midle, exited, acc, id(mp) in extra)
+        if shares is None:
+            _check_m(sched, mp, e, id(mp) in in_midle, exited, acc, id(mp) in extra)
+        else:
+            spinning, idlelocked = acc.spinning, acc.idlelocked
+            _check_m(sched, mp, e, id(mp) in in_midle, exited, acc, id(mp) in extra)
+            shares[mid] = (acc.spinning - spinning, acc.idlelocked - idlelocked)
     slots = acc.slots
 
     for mp in sched.midle:
@@ -209,14 +215,20 @@ def check_ms(sched: Sched, e, exited: bool, extra: set[int]) -> _Acc:
     return acc
 
 
-def check_m_counters(sched: Sched, e, acc: _Acc) -> None:
-    """The M counters against what the pass over the Ms counted."""
-    spinning, idlelocked, nvirtual, wedged = acc.spinning, acc.idlelocked, acc.nvirtual, acc.wedged
-    polling = acc.polling
+def check_cross_counts(sched: Sched, e, spinning: int, idlelocked: int) -> None:
+    """nmspinning and nmidlelocked against the Ms counted as spinning and as idle in stoplockedm
+    (by the full pass, or by the incremental checker's Tally)."""
     if spinning != sched.nmspinning:
         e(f"sched: nmspinning={sched.nmspinning} but {spinning} Ms spinning or starting as spinning")
     if idlelocked != sched.nmidlelocked:
         e(f"sched: nmidlelocked={sched.nmidlelocked} but {idlelocked} Ms parked in stoplockedm")
+
+
+def check_m_counters(sched: Sched, e, acc: _Acc) -> None:
+    """The M counters against what the pass over the Ms counted."""
+    spinning, idlelocked, nvirtual, wedged = acc.spinning, acc.idlelocked, acc.nvirtual, acc.wedged
+    polling = acc.polling
+    check_cross_counts(sched, e, spinning, idlelocked)
     nsys = (sched.sysmonm is not None) + (sched.templatem is not None)
     if sched.nmsys != nsys or nvirtual != nsys + len(sched.extram):
         e(f"sched: nmsys={sched.nmsys} but {nvirtual} virtual Ms in allm (sysmon/template: {nsys}, "
