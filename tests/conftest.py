@@ -1,5 +1,6 @@
-"""Nothing left behind: every test ends with no process of its own still alive (besides pytest) and
-no gmpsim shared-memory segment that was not there before it. The fixture fails the test otherwise.
+"""Nothing left behind: every test ends with no process of its own still alive (besides pytest), no
+gmpsim shared-memory segment, no network namespace and no run directory in the checkout's runs/
+that was not there before it. The fixture fails the test otherwise.
 Each test also gets the marker of its directory (tests/runtime/ -> `runtime`, ...: pyproject's list)."""
 from __future__ import annotations
 
@@ -17,7 +18,16 @@ from protocol.owner import owner_alive, owner_of
 os.environ.setdefault("GMPSIM_CHECK_OUTGOING", "1")
 
 SHM_DIR = "/dev/shm"
+NETNS_DIR = "/run/netns"  # where `ip netns add` names a namespace
 TESTS = pathlib.Path(__file__).resolve().parent
+RUNS_DIR = TESTS.parent / "runs"  # the default --out of a run started in the checkout
+
+
+def _entries(path) -> set[str]:
+    try:
+        return set(os.listdir(path))
+    except OSError:
+        return set()
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -76,14 +86,22 @@ def nothing_left_behind():
         yield  # appearing meanwhile must not count as killing a mutant
         return
     procs_before, shm_before = _our_processes(), _our_segments()
+    netns_before, runs_before = _entries(NETNS_DIR), _entries(RUNS_DIR)
     yield
     deadline = time.monotonic() + 5.0
     while True:
         procs = _our_processes() - procs_before
         shm = _our_segments() - shm_before
-        if (not procs and not shm) or time.monotonic() > deadline:
+        netns = _entries(NETNS_DIR) - netns_before
+        if (not procs and not shm and not netns) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
+    runs = _entries(RUNS_DIR) - runs_before
+    if runs:
+        pytest.fail(f"left behind: run directories {sorted(runs)} in {RUNS_DIR} (give the run an --out "
+                    "under tmp_path)")
+    if netns:
+        pytest.fail(f"left behind: network namespaces {sorted(netns)}")
     if procs or shm:
         details = []
         for pid in sorted(procs):

@@ -6,6 +6,7 @@ import dataclasses
 import fcntl
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -67,11 +68,6 @@ def cmd_run(args) -> int:
     if args.out == "":
         print("gmpsim: --out '': expected a directory", file=sys.stderr)
         return EXIT_BAD_INPUT
-    out_dir = args.out or os.path.join("runs", f"{safe_name(sc.name)}-{time.strftime('%Y%m%d-%H%M%S')}")
-    lock, err = claim_out_dir(out_dir)
-    if err:
-        print(f"gmpsim: --out {out_dir[:120]}: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     if args.cmd == "run":
         err = shm_room()
         if err:
@@ -105,6 +101,14 @@ def cmd_run(args) -> int:
             return EXIT_BAD_INPUT
         remote = dict(listen=args.listen, hosts=args.hosts, keys=None if args.insecure else args.keys,
                       placement=args.placement)
+    # The output directory is made last, once the input is known good: bad input leaves nothing behind.
+    out_dir = args.out or os.path.join("runs", f"{safe_name(sc.name)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    fresh = not os.path.lexists(out_dir)
+    lock, err = claim_out_dir(out_dir)
+    if err:
+        print(f"gmpsim: --out {out_dir[:120]}: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if remote:
         warn_insecure(args)
     old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     setproctitle("gmpsim coordinator")  # ps and top; the agent and each M name themselves too
@@ -114,6 +118,9 @@ def cmd_run(args) -> int:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         print(f"gmpsim: --listen {getattr(args, 'listen', '?')}: {e}", file=sys.stderr)
+        if fresh:  # nothing ran: the directory made for it goes too
+            lock.close()
+            shutil.rmtree(out_dir, ignore_errors=True)
         return EXIT_BAD_INPUT
     finally:  # finished() closes them; this is for a run that ended before it could
         for o in observers:
