@@ -124,6 +124,11 @@ def router(ctx: zmq.Context, endpoint: str, curve: Curve | None = None) -> zmq.S
 def dealer(ctx: zmq.Context, endpoint: str, identity: bytes, curve: Curve | None = None) -> zmq.Socket:
     """An M's or agent's DEALER, named ``identity``, connected to ``endpoint`` (as a CURVE client
     when ``curve`` is given)."""
+    return dealer_connect(dealer_unconnected(ctx, curve), endpoint, identity)
+
+
+def dealer_unconnected(ctx: zmq.Context, curve: Curve | None = None) -> zmq.Socket:
+    """A DEALER with every option but its name, not yet connected (a spare M makes it ahead)."""
     sock = ctx.socket(zmq.DEALER)
     try:
         _unlimited(sock)
@@ -132,6 +137,15 @@ def dealer(ctx: zmq.Context, endpoint: str, identity: bytes, curve: Curve | None
             sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
             sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server_public)
         sock.setsockopt(zmq.IMMEDIATE, 0)
+    except BaseException:
+        sock.close(linger=0)
+        raise
+    return sock
+
+
+def dealer_connect(sock: zmq.Socket, endpoint: str, identity: bytes) -> zmq.Socket:
+    """Name a DEALER ``identity`` and connect it to ``endpoint``."""
+    try:
         sock.setsockopt(zmq.ROUTING_ID, identity)
         sock.connect(endpoint)
     except BaseException:

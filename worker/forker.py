@@ -8,6 +8,9 @@ idle process of the same size: 0.7 ms), and every page it wrote between two fork
 copy of the child forked before. The forker has one socket and no thread, and it sleeps between
 orders, so the Ms share more of its pages.
 
+It keeps the scenario's spare_ms Ms forked ahead (spare.py): a new M is then a spare handed its
+spec, and the forker forks the next spare while no order waits.
+
 The pipe is a SOCK_SEQPACKET socketpair: one message per send, msgpack.
 - agent → forker: the fork spec of one M (the newosproc order).
 - forker → agent: `["forked", m, epoch, pid, tries, cause, limit]` (pid < 0: -errno, as
@@ -30,10 +33,12 @@ from setproctitle import setproctitle
 
 from .m import HostConfig, child_after_fork, newosproc
 from .reaper import kill_and_wait, reap, set_pdeathsig
+from .spare import Spares
 
 log = logging.getLogger("gmpsim.forker")
 
 MAX_MSG = 1 << 16  # a fork spec or an answer is a few hundred bytes
+SPARE_RETRY_MS = 100  # a spare the machine had no room for is tried again this much later
 CLOSE_WAIT_S = 2.0  # for the forker to finish its order (retryOnEAGAIN sleeps ~0.5 s in Go time at most)
 
 
@@ -108,30 +113,39 @@ def serve(cfg: HostConfig, sock: socket.socket) -> None:
     poll = select.poll()
     poll.register(sock, select.POLLIN)
     poll.register(chld_r, select.POLLIN)
-    while True:
-        ready = {fd for fd, _ in poll.poll()}
-        if chld_r in ready:  # a SIGCHLD came: report who is gone
-            while True:
-                try:
-                    os.read(chld_r, 4096)
-                except BlockingIOError:
-                    break
-            for pid, status in reap():
-                sock.sendall(msgpack.packb(["exited", pid, status]))
-        if sock.fileno() in ready:
-            data = sock.recv(MAX_MSG)
-            if not data:
-                return
-            spec = msgpack.unpackb(data)
-            pid, tries, cause, limit = newosproc(cfg, spec, sleep=time.sleep)
-            answer = msgpack.packb(["forked", spec["m"], spec["epoch"], pid, tries, cause, limit])
-            if pid > 0:
-                fd = _pidfd(pid)
-                socket.send_fds(sock, [answer], [fd] if fd >= 0 else [])
-                if fd >= 0:
-                    os.close(fd)
-            else:
-                sock.sendall(answer)
+    spares = Spares(cfg)
+    try:
+        while True:
+            ready = {fd for fd, _ in poll.poll(0 if spares.wanted() else None)}
+            if not ready:  # nothing to do but fork a spare (orders and exits come first)
+                if spares.fill_one():
+                    continue
+                ready = {fd for fd, _ in poll.poll(SPARE_RETRY_MS if spares.wanted() else None)}
+            if chld_r in ready:  # a SIGCHLD came: report who is gone
+                while True:
+                    try:
+                        os.read(chld_r, 4096)
+                    except BlockingIOError:
+                        break
+                for pid, status in reap():
+                    if not spares.reaped(pid):
+                        sock.sendall(msgpack.packb(["exited", pid, status]))
+            if sock.fileno() in ready:
+                data = sock.recv(MAX_MSG)
+                if not data:
+                    return
+                spec = msgpack.unpackb(data)
+                pid, tries, cause, limit = newosproc(cfg, spec, sleep=time.sleep, clone=spares.clone)
+                answer = msgpack.packb(["forked", spec["m"], spec["epoch"], pid, tries, cause, limit])
+                if pid > 0:
+                    fd = _pidfd(pid)
+                    socket.send_fds(sock, [answer], [fd] if fd >= 0 else [])
+                    if fd >= 0:
+                        os.close(fd)
+                else:
+                    sock.sendall(answer)
+    finally:
+        spares.close()
 
 
 def _pidfd(pid: int) -> int:

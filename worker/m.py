@@ -29,7 +29,7 @@ from protocol.codec import ProtocolError, decode, encode
 from protocol.messages import REPLIES
 from protocol.throw import Throw
 from protocol.timing import RETRY_ON_EAGAIN_TRIES
-from protocol.transport import dealer, m_identity
+from protocol.transport import dealer_connect, dealer_unconnected, m_identity
 
 from . import machine_limits
 from .g0 import Arena, G0Stack
@@ -54,6 +54,7 @@ class HostConfig:
     slice_us: float = 2000.0  # wall µs between preemption checks while computing
     curve: object = None  # CURVE client keys across hosts (protocol.transport.Curve)
     agent_pid: int = 0  # the host agent (its pidfds, one per M, count against its open files)
+    spares: int = 0  # Ms the forker keeps forked ahead (the scenario's spare_ms; worker/spare.py)
 
 
 def child_after_fork(keep: set[int] = frozenset()) -> None:
@@ -80,12 +81,13 @@ def _reset_log_queue_once(record) -> bool:
     return True
 
 
-def newosproc(cfg: HostConfig, spec: dict, sleep=time.sleep) -> tuple[int, int, str, str]:
+def newosproc(cfg: HostConfig, spec: dict, sleep=time.sleep, clone=None) -> tuple[int, int, str, str]:
     """Go's newosproc (with newer Go's retryOnEAGAIN when spec["retry"]): returns (pid, tries, "", ""),
     or (-errno, tries, cause, limit) when the fork failed. cause: "fault" (a fork-fail fault makes the
     first spec["fail"] tries fail with EAGAIN, as a loaded host's clone does, golang/go#49438),
     "clone" (the real fork failed: EAGAIN at a task limit, ENOMEM), or "machine" (the machine-limit
-    guard refused it; `limit` is its line naming the limit). Go 1.16 gives up at once."""
+    guard refused it; `limit` is its line naming the limit). Go 1.16 gives up at once. `clone(cfg,
+    spec) -> pid or -errno` is the clone itself: fork_m, or the forker's (a spare M first)."""
     tries = 0
     while True:
         if tries < spec["fail"]:
@@ -94,7 +96,7 @@ def newosproc(cfg: HostConfig, spec: dict, sleep=time.sleep) -> tuple[int, int, 
             refused = machine_limits.check(tuple(p for p in (cfg.guardian_pid, cfg.agent_pid) if p))
             if refused is not None:
                 return -refused[0], tries + 1, "machine", refused[1]
-            pid = fork_m(cfg, spec)
+            pid = (clone or fork_m)(cfg, spec)
             if pid > 0:
                 return pid, tries, "", ""
             err, cause, limit = -pid, "clone", ""
@@ -114,21 +116,31 @@ def fork_m(cfg: HostConfig, spec: dict) -> int:
     except OSError as e:
         return -(e.errno or EAGAIN)
     if pid == 0:
-        code = 0
-        try:
-            child_after_fork()
-            if spec["delay_us"]:
-                time.sleep(spec["delay_us"] / 1e6)  # slow-fork fault: between fork and mstart
-            WorkerM(cfg, spec).mstart()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 0
-        except BaseException:  # noqa: BLE001 - a dying M must not fall back into its parent's code
-            log.exception("M%d died", spec["m"])
-            code = 70
-        finally:
-            _flush_logs()
-            os._exit(code)
+        run_child(f"M{spec['m']}", lambda: (child_after_fork(), start_m(cfg, spec)))
     return pid
+
+
+def start_m(cfg: HostConfig, spec: dict, pre: tuple | None = None) -> None:
+    """The new M's side of newosproc, in the child: mstart (after a slow-fork fault's delay)."""
+    if spec["delay_us"]:
+        time.sleep(spec["delay_us"] / 1e6)  # slow-fork fault: between fork and mstart
+    WorkerM(cfg, spec, pre).mstart()
+
+
+def run_child(name: str, main) -> None:
+    """The whole life of a forked child: main(), then os._exit with its code; it never returns into
+    its parent's code."""
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0
+    except BaseException:  # noqa: BLE001 - a dying M must not fall back into its parent's code
+        log.exception("%s died", name)
+        code = 70
+    finally:
+        _flush_logs()
+        os._exit(code)
 
 
 def _log_queues() -> list:
@@ -171,8 +183,9 @@ def _max_fd() -> int:
 class WorkerM:
     """One M process (Go's m, seen from its own thread)."""
 
-    def __init__(self, cfg: HostConfig, spec: dict):
+    def __init__(self, cfg: HostConfig, spec: dict, pre: tuple | None = None):
         self.cfg = cfg
+        self.pre = pre  # (context, unconnected DEALER): made by a spare before it became this M
         self.id = spec["m"]
         self.epoch = spec["epoch"]
         self.spec = spec
@@ -263,8 +276,12 @@ class WorkerM:
         """Go's mstart: set up the thread (its own ZeroMQ context and socket), say hello (mstart1),
         then loop in schedule. Never returns but by SystemExit."""
         started = time.monotonic()
-        self.ctx = zmq.Context()
-        self.sock = dealer(self.ctx, self.cfg.endpoint, m_identity(self.id, self.epoch), curve=self.cfg.curve)
+        if self.pre is not None:
+            self.ctx, sock = self.pre
+        else:
+            self.ctx = zmq.Context()
+            sock = dealer_unconnected(self.ctx, self.cfg.curve)
+        self.sock = dealer_connect(sock, self.cfg.endpoint, m_identity(self.id, self.epoch))
         self.sock.setsockopt(zmq.RCVTIMEO, GUARD_CHECK_MS)
         setproctitle(f"gmpsim M{self.id}")  # ps and top; while ZeroMQ's I/O thread connects
         self.guard_fd = os.pidfd_open(self.cfg.guardian_pid)

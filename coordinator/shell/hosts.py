@@ -100,7 +100,8 @@ class Hosts:
     def welcome(self, host: str) -> None:
         self.agent_spoke[host] = False
         self.loop.wire.send_direct(self.agent_ident[host], "welcome", programs=self.loop.sched.programs,
-                                   timescale=float(self.loop.clock.timescale), config={})
+                                   timescale=float(self.loop.clock.timescale),
+                                   config={"spares": getattr(self.loop.sc, "spare_ms", 0)})
 
     def heard(self, host: str, t: str) -> None:
         """Any message of the host's current agent."""

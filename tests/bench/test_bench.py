@@ -57,9 +57,12 @@ def test_bench_bad_scale_is_bad_input(bad):
     assert r.code == 2 and "--scale" in r.stderr and "Traceback" not in r.stderr
 
 
+OURS = {"gmpsim coordinator", "gmpsim agent local", "gmpsim forker local", "gmpsim spare local"}
+
+
 def test_processes_are_named_for_what_they_are(tmp_path):
-    """ps shows `gmpsim coordinator`, `gmpsim agent local`, `gmpsim forker local` and `gmpsim M<id>`
-    while a run goes on."""
+    """ps shows `gmpsim coordinator`, `gmpsim agent local`, `gmpsim forker local`, `gmpsim spare local`
+    and `gmpsim M<id>` while a run goes on."""
     import subprocess
     import sys
     import time
@@ -76,10 +79,10 @@ def test_processes_are_named_for_what_they_are(tmp_path):
                         names.add(f.read().split(b"\0")[0].decode(errors="replace"))
                 except OSError:
                     pass
-            if {"gmpsim coordinator", "gmpsim agent local", "gmpsim forker local"} <= names and any(n.startswith("gmpsim M") for n in names):
+            if OURS <= names and any(n.startswith("gmpsim M") for n in names):
                 break
             time.sleep(0.1)
     finally:
         p.wait(timeout=90)
-    assert {"gmpsim coordinator", "gmpsim agent local", "gmpsim forker local"} <= names, names
+    assert OURS <= names, names
     assert any(n.startswith("gmpsim M") and n[len("gmpsim M"):].isdigit() for n in names), names

@@ -163,7 +163,7 @@ def test_bad_override_syntax_and_keys():
     assert error_of("syscall-storm", ["gomaxproc=4"]) == (
         "--set gomaxproc=4: gomaxproc: unknown key; did you mean 'gomaxprocs'? (known keys: name, "
         "description, gomaxprocs, timescale, seed, maxmcount, schedtrace_ms, scheddetail, time_limit_s, "
-        "expect, lost_after_ms, check_invariants, trace, usleep_slack_us, programs, faults)")
+        "expect, lost_after_ms, check_invariants, trace, usleep_slack_us, spare_ms, programs, faults)")
     assert error_of("syscall-storm", ["gomaxprocs.x=4"]) == (
         "--set gomaxprocs.x=4: gomaxprocs: is not a table, so it has no keys to set")
     assert error_of("syscall-storm", ["programs.main.opz=[]"]).startswith(

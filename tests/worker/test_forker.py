@@ -10,16 +10,9 @@ import sys
 
 from coordinator.shell.procfs import descendants, processes
 from tests.shell.robust_run import ROOT, start_run, stop, wait_for
+from tests.shell.robust_run import process_name as _name
 
 pytestmark = __import__("pytest").mark.processes
-
-
-def _name(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")[0].decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _forkers(root: int) -> list[tuple[int, int]]:
