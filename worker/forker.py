@@ -33,11 +33,10 @@ from setproctitle import setproctitle
 
 from .m import HostConfig, child_after_fork, newosproc
 from .reaper import kill_and_wait, reap, set_pdeathsig
-from .spare import Spares
+from .spare import MAX_SPEC, Spares
 
 log = logging.getLogger("gmpsim.forker")
 
-MAX_MSG = 1 << 16  # a fork spec or an answer is a few hundred bytes
 SPARE_RETRY_MS = 100  # a spare the machine had no room for is tried again this much later
 CLOSE_WAIT_S = 2.0  # for the forker to finish its order (retryOnEAGAIN sleeps ~0.5 s in Go time at most)
 
@@ -73,7 +72,7 @@ class Forker:
         pidfd it carried, or None when the forker is gone (end of file)."""
         out = []
         while select.select([self.sock], [], [], timeout if not out else 0)[0]:
-            data, fds, _, _ = socket.recv_fds(self.sock, MAX_MSG, 1)
+            data, fds, _, _ = socket.recv_fds(self.sock, MAX_SPEC, 1)
             if not data:
                 return None
             msg = msgpack.unpackb(data)
@@ -131,7 +130,7 @@ def serve(cfg: HostConfig, sock: socket.socket) -> None:
                     if not spares.reaped(pid):
                         sock.sendall(msgpack.packb(["exited", pid, status]))
             if sock.fileno() in ready:
-                data = sock.recv(MAX_MSG)
+                data = sock.recv(MAX_SPEC)
                 if not data:
                     return
                 spec = msgpack.unpackb(data)

@@ -56,6 +56,10 @@ class HostConfig:
     agent_pid: int = 0  # the host agent (its pidfds, one per M, count against its open files)
     spares: int = 0  # Ms the forker keeps forked ahead (the scenario's spare_ms; worker/spare.py)
 
+    def fd_pids(self) -> tuple[int, ...]:
+        """The processes whose open files grow with the Ms (machine_limits.check's fd_pids)."""
+        return tuple(p for p in (self.guardian_pid, self.agent_pid) if p)
+
 
 def child_after_fork(keep: set[int] = frozenset()) -> None:
     """In a freshly forked M (or forker): Ms reap their own children (SIGCHLD ignored; orphans go to
@@ -93,7 +97,7 @@ def newosproc(cfg: HostConfig, spec: dict, sleep=time.sleep, clone=None) -> tupl
         if tries < spec["fail"]:
             err, cause, limit = EAGAIN, "fault", ""
         else:
-            refused = machine_limits.check(tuple(p for p in (cfg.guardian_pid, cfg.agent_pid) if p))
+            refused = machine_limits.check(cfg.fd_pids())
             if refused is not None:
                 return -refused[0], tries + 1, "machine", refused[1]
             pid = (clone or fork_m)(cfg, spec)

@@ -30,7 +30,7 @@ from . import machine_limits
 from .m import HostConfig, child_after_fork, fork_m, run_child, start_m
 from .reaper import kill_and_wait, set_pdeathsig
 
-MAX_SPEC = 1 << 16  # a fork spec is a few hundred bytes
+MAX_SPEC = 1 << 16  # a fork spec (or the forker's answer) is a few hundred bytes
 
 
 class Spares:
@@ -40,14 +40,13 @@ class Spares:
         self.cfg = cfg
         self.ready: list[tuple[int, socket.socket]] = []  # oldest first: (pid, our end of its socket)
         self.pids: set[int] = set()  # spares forked and not handed out (alive or not yet reaped)
-        self.handed = 0  # Ms that were spares
 
     def wanted(self) -> bool:
         return len(self.ready) < self.cfg.spares
 
     def fill_one(self) -> bool:
         """Fork one spare, if the machine has room for one more M; False when it did not."""
-        if machine_limits.check(tuple(p for p in (self.cfg.guardian_pid, self.cfg.agent_pid) if p)) is not None:
+        if machine_limits.check(self.cfg.fd_pids()) is not None:
             return False
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         gc.freeze()  # as fork_m: the spare's collections must not dirty the inherited heap
@@ -76,7 +75,6 @@ class Spares:
             finally:
                 sock.close()
             self.pids.discard(pid)
-            self.handed += 1
             return pid
         return fork_m(cfg, spec)
 

@@ -50,7 +50,7 @@ def _on_midle(sched: Sched, mp: M) -> bool:
 class Tally:
     """Each M's share of the cross-record counts (nmspinning: spinning or starting as spinning;
     nmidlelocked: idle in stoplockedm) and their sums, as of the last step that touched it. A full
-    check fills it from every M (`sync`); check_touched then updates the touched Ms' shares, so the
+    check fills it from every M (`full_check`); check_touched then updates the touched Ms' shares, so the
     sums stay exact as long as every M whose share changes is touched, which the state machine tests
     hold the loop's touched_ms to."""
 
