@@ -23,6 +23,7 @@ import time
 import zmq
 from setproctitle import setproctitle
 
+from protocol import titles
 from protocol.codec import ProtocolError, decode, encode
 from protocol.owner import alive, clean, new_run_id
 from protocol.timing import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, RESEND_S
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in clean()["removed"]:
             log.warning("agent %s: removed %s, left by a dead process", args.host, path)
     run_id = args.run_id or new_run_id()  # a remote agent owns its arena
-    setproctitle(f"gmpsim agent {args.host}")  # what ps and top show (every M is `gmpsim M<id>`)
+    setproctitle(titles.agent_title(args.host))  # what ps and top show (every M is `gmpsim M<id>`)
     one_malloc_arena()  # before any thread: ZeroMQ's threads here and in every M share one
     set_child_subreaper()
     if not remote:

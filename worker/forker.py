@@ -31,6 +31,8 @@ import time
 import msgpack
 from setproctitle import setproctitle
 
+from protocol import titles
+
 from .m import HostConfig, child_after_fork, newosproc
 from .reaper import kill_and_wait, reap, set_pdeathsig
 from .spare import MAX_SPEC, Spares
@@ -103,7 +105,7 @@ class Forker:
 def serve(cfg: HostConfig, sock: socket.socket) -> None:
     """The forker's loop: a fork per order, a report per child reaped; ends at the agent's end of
     file (or with the agent: PDEATHSIG)."""
-    setproctitle(f"gmpsim forker {cfg.host}")
+    setproctitle(titles.forker_title(cfg.host))
     set_pdeathsig(signal.SIGKILL)
     chld_r, chld_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     child_after_fork(keep={sock.fileno(), chld_r, chld_w})  # as an M: the agent's pidfds (thousands) go

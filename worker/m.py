@@ -25,6 +25,7 @@ from errno import EAGAIN
 import zmq
 from setproctitle import setproctitle
 
+from protocol import titles
 from protocol.codec import ProtocolError, decode, encode
 from protocol.messages import REPLIES
 from protocol.throw import Throw
@@ -287,7 +288,7 @@ class WorkerM:
             sock = dealer_unconnected(self.ctx, self.cfg.curve)
         self.sock = dealer_connect(sock, self.cfg.endpoint, m_identity(self.id, self.epoch))
         self.sock.setsockopt(zmq.RCVTIMEO, GUARD_CHECK_MS)
-        setproctitle(f"gmpsim M{self.id}")  # ps and top; while ZeroMQ's I/O thread connects
+        setproctitle(titles.m_title(self.id))  # ps and top; while ZeroMQ's I/O thread connects
         self.guard_fd = os.pidfd_open(self.cfg.guardian_pid)
         self.guard_poll = select.poll()
         self.guard_poll.register(self.guard_fd, select.POLLIN)

@@ -24,6 +24,7 @@ import msgpack
 import zmq
 from setproctitle import setproctitle
 
+from protocol import titles
 from protocol.transport import dealer_unconnected
 
 from . import machine_limits
@@ -103,7 +104,7 @@ def _spare(cfg: HostConfig, sock: socket.socket) -> None:
     """A spare's life: set up as an M does before its hello, wait for a spec, then be that M."""
     child_after_fork(keep={sock.fileno()})
     set_pdeathsig(signal.SIGKILL)  # not yet an M: it goes with its forker (dead already: end of file below)
-    setproctitle(f"gmpsim spare {cfg.host}")
+    setproctitle(titles.spare_title(cfg.host))
     ctx = zmq.Context()
     pre = (ctx, dealer_unconnected(ctx, cfg.curve))  # ZeroMQ's I/O and reaper threads start here
     spec = sock.recv(MAX_SPEC)

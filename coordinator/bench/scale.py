@@ -23,10 +23,13 @@ from coordinator.shell.procfs import (
     read_int,
     status_kb,
     tasks_in_use,
+    title,
 )
+from protocol.titles import is_m_title
 
 MEM_FLOOR_KB = 3 * 1024 * 1024  # a scale run is stopped before the machine has less than this available
 SCALE_TIMESCALE = 10.0  # Go's own pace of M creation (issue 11)
+PARTS_SAMPLE = 10  # Ms whose smaps the part-by-part figures average
 SCALE_MS_PER_S = 50  # the slowest creation pace a scale run's syscalls are sized for
 
 
@@ -100,10 +103,10 @@ def scale(n: int) -> dict:
                     stopped = f"MemAvailable {avail // 1024} MiB < {MEM_FLOOR_KB // 1024} MiB"
                     p.send_signal(signal.SIGINT)
                 procs = descendants(p.pid)
-                if len(procs) - 1 <= best["live_ms"]:
+                if len(procs) - 1 <= best["live_ms"]:  # the Ms are all but the agent, its forker and spares
                     continue
                 agent = min(procs, default=None)  # the agent is the run's first child
-                ms = [q for q in procs if q != agent]
+                ms = [q for q in procs if is_m_title(title(q))]
                 best.update({"live_ms": len(ms), "used_kb_per_m": round((base_avail - avail) / max(1, len(ms))),
                              "at_s": round(time.monotonic() - t0, 1)})
                 if len(ms) >= min(n, 1.05 * sampled):  # PSS reads are slow: each 5% more Ms
@@ -124,11 +127,16 @@ def scale(n: int) -> dict:
 
 
 def parts(coordinator: int, agent: int | None, ms: list[int]) -> dict:
-    """Where a live M's memory goes, part by part (kB): its own private pages by kind (one M, the
-    newest), its page tables, and its share of the coordinator's and the agent's resident memory."""
-    m = max(ms)
+    """Where a live M's memory goes, part by part (kB): its own private pages by kind and its page
+    tables (the mean of PARTS_SAMPLE Ms spread over the pids: early and late Ms differ), and its
+    share of the coordinator's and the agent's resident memory."""
     n = max(1, len(ms))
-    return {"m_private_dirty": private_dirty_by_kind(m), "m_page_tables": status_kb(m, "VmPTE"),
+    sample = sorted(ms)[::max(1, len(ms) // PARTS_SAMPLE)][:PARTS_SAMPLE]
+    kinds = [k for k in (private_dirty_by_kind(m) for m in sample) if k is not None]
+    ptes = [x for x in (status_kb(m, "VmPTE") for m in sample) if x is not None]
+    m = sample[-1] if sample else 0
+    return {"m_private_dirty": {k: round(sum(d[k] for d in kinds) / len(kinds)) for k in kinds[0]} if kinds else None,
+            "m_page_tables": round(sum(ptes) / len(ptes)) if ptes else None, "m_sampled": len(kinds),
             "m_threads": len(os.listdir(f"/proc/{m}/task")) if os.path.isdir(f"/proc/{m}/task") else None,
             "coordinator_rss_per_m": round((status_kb(coordinator, "VmRSS") or 0) / n, 1),
             "agent_rss_per_m": round((status_kb(agent, "VmRSS") or 0) / n, 1) if agent else None}

@@ -25,6 +25,7 @@ from coordinator.observe.progress import LiveProgress
 from coordinator.observe.report import summary, write_report
 from coordinator.scenario import ScenarioError, load, safe_name
 from coordinator.shell.run import run_scenario
+from protocol import titles
 
 
 def expected(report: dict) -> bool:
@@ -111,7 +112,7 @@ def cmd_run(args) -> int:
     if remote:
         warn_insecure(args)
     old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    setproctitle("gmpsim coordinator")  # ps and top; the agent and each M name themselves too
+    setproctitle(titles.COORDINATOR)  # ps and top; the agent and each M name themselves too
     try:
         report, out = run_scenario(sc, out_dir, make_observers, restore_signals=False, **remote)
     except zmq_error() as e:  # the listen address cannot be bound (in use, not ours, no such host)

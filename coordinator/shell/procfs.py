@@ -46,6 +46,15 @@ def descendants(root: int) -> list[int]:
     return out
 
 
+def title(pid: int) -> str:
+    """What ps shows as the process's name (the first word run of its title, `gmpsim M7`), or ""."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def pss_kb(pid: int) -> int | None:
     """The process's proportional set size (kB), from smaps_rollup."""
     try:

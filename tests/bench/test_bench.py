@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from coordinator.shell.procfs import PID_MAX, processes, read_int
+from coordinator.shell.procfs import PID_MAX, processes, read_int, title
 from tests.gmpsim_cli import gmpsim
 
 pytestmark = pytest.mark.processes
@@ -32,6 +32,8 @@ def test_bench_quick_json(tmp_path):
     # memory meanwhile can make it negative, so only its presence is asserted; an M's own pages can't lie.
     assert isinstance(sc["used_kb_per_m"], int) and sum(sc["parts"]["m_private_dirty"].values()) > 0
     assert sc["parts"]["m_threads"] == 3  # main, ZeroMQ I/O, reaper
+    # Ms only (`gmpsim M<id>`): m0 and one per blocked goroutine, not the forker or its spares
+    assert sc["live_ms_sampled"] <= sc["goroutines"] + 1 and sc["parts"]["m_sampled"] > 1
     mem = fl["memory"]  # the memory floor: forked children with their own ZeroMQ context, all alive at once
     assert mem["children"] == 20 and mem["private_dirty_kb"] > 0 and mem["pss_kb"] > 0
     assert res["ratios"]["m_private_over_memory_floor"] > 0 and "an M's private pages / memory floor" in r.stdout
@@ -73,12 +75,7 @@ def test_processes_are_named_for_what_they_are(tmp_path):
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and p.poll() is None:
-            for pid, (_, _ppid, _) in processes().items():
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        names.add(f.read().split(b"\0")[0].decode(errors="replace"))
-                except OSError:
-                    pass
+            names.update(title(pid) for pid in processes())
             if OURS <= names and any(n.startswith("gmpsim M") for n in names):
                 break
             time.sleep(0.1)

@@ -21,15 +21,6 @@ def start_run(out: Path, *args: str) -> tuple[subprocess.Popen, object]:
     return subprocess.Popen(cmd, cwd=ROOT, stdout=console, stderr=subprocess.STDOUT), console
 
 
-def process_name(pid: int) -> str:
-    """What ps shows as the process's name (its title's first word run: `gmpsim M7`), or ""."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")[0].decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def wait_for(what: str, predicate, timeout: float, proc: subprocess.Popen | None = None, every: float = 0.01):
     deadline = time.monotonic() + timeout
     while True:

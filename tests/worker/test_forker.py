@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 from coordinator.shell.procfs import descendants, processes
+from coordinator.shell.procfs import title as _name
 from tests.shell.robust_run import ROOT, start_run, stop, wait_for
-from tests.shell.robust_run import process_name as _name
 
 pytestmark = __import__("pytest").mark.processes
 
