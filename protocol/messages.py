@@ -276,7 +276,8 @@ REPLIES: frozenset[str] = frozenset(REPLY.split())
 CATALOGUE: dict[str, Message] = {
     # M -> coordinator
     "hello": _row("m", REPLY, m=INT, pid=INT, host=STR, started=FLOAT, taint=STR),  # mstart: the new M runs
-    "woken": _row("m", REPLY, m=INT, lat=FLOAT),  # notesleep returned; lat = s from the wake's send
+    # notesleep returned; lat = s from the wake's send, slept = s the M was blocked before it came
+    "woken": _row("m", REPLY, m=INT, lat=FLOAT, slept=FLOAT),
     "entersyscall": _row("m", REPLY, m=INT, g=INT, pos=POS, cgo=BOOL),
     "exitsyscall": _row("m", REPLY, m=INT, g=INT),
     "entersyscallblock": _row("m", REPLY, m=INT, g=INT, pos=POS),

@@ -23,7 +23,7 @@ class Sending:
             raise WorldError(f"world: M{m} has no wake to deliver")
         p.wake = None
         p.state = "waking"
-        return self.deliver({"t": "woken", "m": m, "epoch": p.epoch, "lat": 0.0})
+        return self.deliver({"t": "woken", "m": m, "epoch": p.epoch, "lat": 0.0, "slept": 0.0})
 
     def mexited(self, m: int) -> list:
         p = self._proc(m, EXITED)

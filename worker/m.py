@@ -328,13 +328,15 @@ class WorkerM:
 
     def mPark(self) -> dict:
         """Go's mPark: notesleep(&m.park); noteclear; then tell the core (acquirep(nextp) is its)."""
+        parked = time.monotonic()
         with self.g0.systemstack("runtime.mPark"):
             while self.park_key == 0:  # notesleep
                 msg = self.recv(None)
                 if msg is not None and msg["t"] not in REPLIES:
                     log.warning("M%d: unexpected %s while parked", self.id, msg["t"])
             self.park_key = 0  # noteclear
-            return self.call("woken", lat=self.woke_at - self.wake_sent)
+            # slept 0: the wake came before the sleep (it is kept, Go's note is already set)
+            return self.call("woken", lat=self.woke_at - self.wake_sent, slept=max(0.0, self.woke_at - parked))
 
     def mexit(self) -> None:
         """Go's mexit → exitThread: the process ends; the agent sees it go and reports it."""

@@ -8,7 +8,8 @@ floors again.
   whose child makes its own context and says hello over ZeroMQ; decide → hello received.
 - burst fork floor: a pre-forked small process (no ZeroMQ context) forking on request, one at a
   time and a burst at once (Ms per second).
-- wake floor: a bare ZeroMQ one-way message to a process blocked in recv; send → received.
+- wake floor: a bare ZeroMQ one-way message to a process blocked in recv; send → received, 2 ms
+  apart, and again with the receiver blocked as long as the run's woken Ms were (p50).
 - coordinator floor: a bare ROUTER loop doing the coordinator's socket and codec work per event.
 - gmpsim: newm → mstart and notewakeup → running from a real syscall-storm run; events/s of the real
   loop; Ms made in Go time (threads at 100 ms of Go time); live Ms and memory per M at scale.
@@ -119,6 +120,17 @@ def gmpsim_run(scenario: str, *args: str) -> dict:
             return json.load(f)
 
 
+MATCHED_FLOOR_S = 6.0  # the matched wake floor's time budget: fewer wakes when the gap is long
+MATCHED_GAP_S = (0.002, 0.1)  # its gap: the run's p50 blocked time, within these bounds
+
+
+def matched_gap(slept_p50_us: float | None) -> float:
+    """The wake floor's gap that matches how long the run's woken Ms were blocked (p50): a process
+    blocked longer wakes slower on these VMs (145 µs after 2 ms, 324 µs after 20 ms, 372 µs after 50 ms)."""
+    lo, hi = MATCHED_GAP_S
+    return min(hi, max(lo, (slept_p50_us or 0) / 1e6))
+
+
 def _gb(kb_per_m: int | None) -> str:
     return f"{kb_per_m * 10_000 / 1e6:.1f}" if kb_per_m else "?"
 
@@ -139,15 +151,19 @@ def run_bench(quick: bool, scale_n: int | None = None) -> dict:
     report = gmpsim_run("syscall-storm")  # as a user runs it: its own process, its own agent
     fork += fork_floor(n_fork // 2)
     wake += wake_floor(n_wake // 2)
+    slept_s = matched_gap(report["latency_us"]["notesleep_to_wake"]["p50"])
+    wake_matched = wake_floor(max(20, min(n_wake // 2, int(MATCHED_FLOOR_S / slept_s))), slept_s)
     forkserver = mp_floor("forkserver", n_mp)
     spawn = mp_floor("spawn", max(2, n_mp // 4))
     lat = report["latency_us"]
     res = {
         "floors": {"fork_hello": summarize(fork), "template_fork": template, "zmq_one_way": summarize(wake),
+                   "zmq_one_way_matched": {**summarize(wake_matched), "blocked_ms": round(slept_s * 1e3, 1)},
                    "mp_forkserver": summarize(forkserver), "mp_spawn": summarize(spawn)},
         "gmpsim": {"scenario": report["scenario"], "outcome": report["outcome"],
                    "ms_created": report["ms"]["created"],
-                   "newm_to_mstart": lat["newm_to_mstart"], "notewakeup_to_running": lat["notewakeup_to_running"]},
+                   "newm_to_mstart": lat["newm_to_mstart"], "notewakeup_to_running": lat["notewakeup_to_running"],
+                   "notesleep_to_wake": lat["notesleep_to_wake"]},
     }
     per_m = 100 if quick else 1000
     res["floors"]["router_loop"] = router_floor(64, per_m)
@@ -172,6 +188,8 @@ def run_bench(quick: bool, scale_n: int | None = None) -> dict:
         "forkserver_p50_over_newm_p50": _ratio(fl["mp_forkserver"]["p50_us"], n50),
         "spawn_p50_over_newm_p50": _ratio(fl["mp_spawn"]["p50_us"], n50),
         "wake_p50_over_zmq_one_way": _ratio(k50, w50),
+        # against the same message to a process blocked as long as the run's woken Ms were (p50)
+        "wake_p50_over_zmq_one_way_matched": _ratio(k50, fl["zmq_one_way_matched"]["p50_us"]),
         "wake_p99_over_zmq_one_way_p99": _ratio(lat["notewakeup_to_running"]["p99"], fl["zmq_one_way"]["p99_us"]),
         "events_over_router_loop": _ratio(res["throughput"]["events_per_s"], router),
         "events_checked_over_router_loop": _ratio(res["throughput_checked"]["events_per_s"], router),
@@ -200,10 +218,13 @@ def format_bench(res: dict) -> str:
         row("multiprocessing forkserver", fl["mp_forkserver"]),
         row("multiprocessing spawn", fl["mp_spawn"]),
         row("floor: ZeroMQ one-way wake", fl["zmq_one_way"]),
+        row(f"floor: same, blocked {fl['zmq_one_way_matched']['blocked_ms']} ms", fl["zmq_one_way_matched"]),
         row("gmpsim: notewakeup → running", g["notewakeup_to_running"], "p50", "p99"),
         "",
         f"M creation p50 / fork floor p50:       {r['newm_p50_over_fork_floor']}×   (target ≤ 1.5)",
         f"wake p50 / ZeroMQ one-way p50:         {r['wake_p50_over_zmq_one_way']}×   (target ≤ 1.3)",
+        f"  / the same, blocked as long as the Ms: {r['wake_p50_over_zmq_one_way_matched']}×   "
+        f"(the Ms were blocked {g['notesleep_to_wake']['p50'] or 0:.0f} µs, p50)",
         f"forkserver p50 / M creation p50:       {r['forkserver_p50_over_newm_p50']}×",
         f"coordinator events/s / bare ROUTER loop: {r['events_over_router_loop']}×   (target ≥ 0.5; "
         f"{res['throughput']['events_per_s']}/s against "

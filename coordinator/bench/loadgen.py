@@ -45,7 +45,7 @@ class FakeM:
         """React to one message; returns fork specs to carry out (the agent 'forks' them)."""
         t = msg["t"]
         if t == "wake":
-            self.send("woken", lat=time.monotonic() - msg["sent"])
+            self.send("woken", lat=time.monotonic() - msg["sent"], slept=0.0)
             return []
         if t not in REPLIES or msg["re"] != self.req:
             return []

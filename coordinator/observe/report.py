@@ -62,6 +62,7 @@ def build_report(sc, res, out, leaks: dict, wall_s: float) -> dict:
         "latency_us": {
             "newm_to_mstart": rec.newm_to_mstart.summary() if rec else Latency().summary(),
             "notewakeup_to_running": rec.notewakeup_to_running.summary() if rec else Latency().summary(),
+            "notesleep_to_wake": rec.notesleep_to_wake.summary() if rec else Latency().summary(),
         },
         "protocol": {"events": rec.events if rec else 0, "bad_frames": rec.bad_frames if rec else 0,
                      "bad_events": rec.bad_events if rec else 0, "refused": rec.refused if rec else 0,

@@ -122,6 +122,7 @@ class Intake:
         elif t == "woken":
             c.delivery.done(("wake", mid))
             c.rec.notewakeup_to_running.record(mp.host, msg["lat"])
+            c.rec.notesleep_to_wake.record(mp.host, msg["slept"])
         c.event(msg, mid, msg["seq"])
 
     def from_agent(self, msg: dict, host: str) -> None:

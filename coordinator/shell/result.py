@@ -25,6 +25,7 @@ class Recorder:
     """What the loop measures for the report (latencies in wall seconds)."""
     newm_to_mstart: Latency = field(default_factory=Latency)
     notewakeup_to_running: Latency = field(default_factory=Latency)
+    notesleep_to_wake: Latency = field(default_factory=Latency)  # how long a woken M was blocked
     bad_frames: int = 0
     bad_events: int = 0
     refused: int = 0  # messages of dead, fenced or stale Ms

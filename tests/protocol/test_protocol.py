@@ -25,7 +25,7 @@ TEMPLATE_FORK = fork_spec(m=5, nextp=-1, slot=0, epoch=0, ts=0.25, template=True
 # A valid instance of every message type (the test below checks none is missing).
 SAMPLES = {
     "hello": dict(taint="", m=1, pid=4242, host="node-a", started=1.5),
-    "woken": dict(m=1, lat=0.0002),
+    "woken": dict(m=1, lat=0.0002, slept=0.03),
     "entersyscall": dict(m=1, g=7, pos=POS, cgo=False),
     "exitsyscall": dict(m=1, g=7),
     "entersyscallblock": dict(m=1, g=7, pos=POS),

@@ -197,7 +197,7 @@ class CoreMachine(RuleBasedStateMachine):
         rg = procs[r].g if r is not None else 1
         ev = [
             {"t": "hello", "m": m, "epoch": ep, "pid": 1} if p and p.state != "forked" else {"t": "nosuch"},
-            {"t": "woken", "m": m, "epoch": ep, "lat": 0.0} if p and p.state != PARKED or p and p.wake is None
+            {"t": "woken", "m": m, "epoch": ep, "lat": 0.0, "slept": 0.0} if p and p.state != PARKED or p and p.wake is None
             else {"t": "woken", "m": 999, "epoch": 1},
             {"t": "exitsyscall", "m": m, "epoch": ep, "g": g} if p and p.state != "syscall"
             else {"t": "entersyscall", "m": m, "epoch": ep, "g": g, "pos": pos(), "cgo": False},

@@ -48,7 +48,11 @@ def test_syscall_storm_scales_out_through_sysmon(tmp_path):
     assert rep["outcome"] == "ok"
     assert rep["ms"]["created"] > rep["gomaxprocs"]
     assert rep["startm"]["by_caller"].get("retake", 0) > 0  # sysmon retake → handoffp → startm
-    assert rep["latency_us"]["newm_to_mstart"]["n"] == rep["ms"]["created"]
+    lat = rep["latency_us"]
+    assert lat["newm_to_mstart"]["n"] == rep["ms"]["created"]
+    # Ms parked by exitsyscall are woken by later startm calls, each after some time blocked (its M says how long)
+    assert lat["notesleep_to_wake"]["n"] == lat["notewakeup_to_running"]["n"] > 0
+    assert lat["notesleep_to_wake"]["p50"] >= 1000
     trace = (tmp_path / "run" / "schedtrace.log").read_text().splitlines()
     assert trace and trace[0].startswith("SCHED 0ms: gomaxprocs=2 idleprocs=")
 
