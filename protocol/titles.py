@@ -2,8 +2,10 @@
 set these, and the bench and the tests find Ms, spares and agents by them."""
 from __future__ import annotations
 
-COORDINATOR = "gmpsim coordinator"
-M_PREFIX = "gmpsim M"  # + the M's id: `gmpsim M7`
+PREFIX = "gmpsim "
+COORDINATOR = PREFIX + "coordinator"
+M_PREFIX = PREFIX + "M"  # + the M's id: `gmpsim M7`
+HOST_KINDS = ("agent", "forker", "spare")  # + the host: `gmpsim agent local`
 
 
 def m_title(m: int) -> str:
@@ -11,15 +13,25 @@ def m_title(m: int) -> str:
 
 
 def agent_title(host: str) -> str:
-    return f"gmpsim agent {host}"
+    return f"{PREFIX}agent {host}"
 
 
 def forker_title(host: str) -> str:
-    return f"gmpsim forker {host}"
+    return f"{PREFIX}forker {host}"
 
 
 def spare_title(host: str) -> str:
-    return f"gmpsim spare {host}"
+    return f"{PREFIX}spare {host}"
+
+
+def kind(title: str) -> str:
+    """What a process with this title is: "M", "coordinator", "agent", "forker", "spare", or "other"."""
+    if is_m_title(title):
+        return "M"
+    if title == COORDINATOR:
+        return "coordinator"
+    word = title[len(PREFIX):].split(" ", 1)[0] if title.startswith(PREFIX) else ""
+    return word if word in HOST_KINDS else "other"
 
 
 def is_m_title(title: str) -> bool:

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 
+from coordinator.bench import burst_cpu
 from coordinator.bench.floors import (
     _rm,
     fork_floor,
@@ -82,20 +83,29 @@ def coordinator_throughput(n_per_m: int, check: bool) -> dict:
 
 
 PACE_TIMESCALE = 10.0
-PACE = ["--set", f"timescale={PACE_TIMESCALE}", "--set", "gomaxprocs=2", "--set", "schedtrace_ms=10",
-        "--set", "time_limit_s=120"]
+# The same run slowed down: Ms come at the same pace in wall time (the machine's), so this many more
+# of them by 100 ms of Go time, if the pace is the machine's and not gmpsim's Go-time logic.
+SLOW_PACE_TIMESCALE = 20.0
+PACE = ["--set", "gomaxprocs=2", "--set", "schedtrace_ms=10", "--set", "time_limit_s=120"]
 
 
-def go_pace(check: bool, n: int = 1000, syscall_us: int = 2_000_000) -> dict:
+def go_pace(check: bool, n: int = 1000, syscall_us: int = 2_000_000, timescale: float = PACE_TIMESCALE,
+            cpu: bool = False) -> dict:
     """Ms made in Go time: 1000 goroutines blocked in a 2 s syscall at timescale 10, GOMAXPROCS 2 (real
     Go 1.19 makes 300-400 threads by 100 ms): threads at 100 ms of Go time, from schedtrace, and the
-    creation pace in wall time over those 100 ms (1 s of wall time at timescale 10)."""
+    creation pace in wall time over those 100 ms (1 s of wall time at timescale 10). With `cpu`, also
+    where the CPU went per M made (burst_cpu.py)."""
     with tempfile.TemporaryDirectory(prefix="gmpsim-bench-") as d:
-        subprocess.run([sys.executable, "-m", "coordinator.cli", "run", "scale-out", "--out", d, "--no-progress",
-                        "--set", f'programs.main.ops=[["go","blocker",{n}],["wait"]]',
-                        "--set", f'programs.blocker.ops=[["syscall",{syscall_us}]]',
-                        *PACE, "--set", f"check_invariants={str(check).lower()}", "--set", "trace=false"],
-                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "run", "scale-out", "--out", d, "--no-progress",
+                              "--set", f'programs.main.ops=[["go","blocker",{n}],["wait"]]',
+                              "--set", f'programs.blocker.ops=[["syscall",{syscall_us}]]',
+                              "--set", f"timescale={timescale}", *PACE,
+                              "--set", f"check_invariants={str(check).lower()}", "--set", "trace=false"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            spent = burst_cpu.measure(p, n) if cpu else None
+        finally:
+            p.wait()
         threads = {}
         with open(os.path.join(d, "schedtrace.log")) as f:
             for line in f:
@@ -105,10 +115,12 @@ def go_pace(check: bool, n: int = 1000, syscall_us: int = 2_000_000) -> dict:
         with open(os.path.join(d, "report.json")) as f:
             report = json.load(f)
     at = lambda ms: max((v for k, v in threads.items() if k <= ms), default=0)  # noqa: E731
-    return {"outcome": report["outcome"], "goroutines": n, "invariant_checks": check, "threads_at_100ms": at(100),
-            "threads_at_0ms": at(0), "ms_per_wall_s": round((at(100) - at(0)) / (0.1 * PACE_TIMESCALE)),
+    return {"outcome": report["outcome"], "goroutines": n, "invariant_checks": check, "timescale": timescale,
+            "threads_at_100ms": at(100),
+            "threads_at_0ms": at(0), "ms_per_wall_s": round((at(100) - at(0)) / (0.1 * timescale)),
             "peak_threads": report["ms"]["peak"],
-            "newm_to_mstart_p50_us": report["latency_us"]["newm_to_mstart"]["p50"]}  # fork + the child's start
+            "newm_to_mstart_p50_us": report["latency_us"]["newm_to_mstart"]["p50"],  # fork + the child's start
+            **({"cpu": spent} if cpu else {})}
 
 
 def gmpsim_run(scenario: str, *args: str) -> dict:
@@ -129,6 +141,15 @@ def matched_gap(slept_p50_us: float | None) -> float:
     blocked longer wakes slower on these VMs (145 µs after 2 ms, 324 µs after 20 ms, 372 µs after 50 ms)."""
     lo, hi = MATCHED_GAP_S
     return min(hi, max(lo, (slept_p50_us or 0) / 1e6))
+
+
+def _cpu_line(cpu: dict | None) -> str:
+    if not cpu:
+        return "  CPU per M made: not measured (the run ended before half its Ms were up)"
+    per = cpu["cpu_ms_per_m"]
+    return (f"  CPU per M made in the burst: the forker's fork {per['forker']} ms, the M's own start {per['M']}, "
+            f"coordinator {per['coordinator']}, agent {per['agent']}; the machine's {cpu['machine_cpu_ms_per_m']} ms "
+            f"({cpu['machine_busy']:.0%} of {cpu['cpus']} CPUs busy)")
 
 
 def _gb(kb_per_m: int | None) -> str:
@@ -173,6 +194,8 @@ def run_bench(quick: bool, scale_n: int | None = None) -> dict:
     pace = (200, 500_000) if quick else (1000, 2_000_000)
     res["pace"] = go_pace(False, *pace)
     res["pace_checked"] = go_pace(True, *pace)
+    # 0.5 s of Go time outlasts the creation; where the CPU goes per M is measured in this run
+    res["pace_slow"] = go_pace(False, pace[0], pace[1] // 4, SLOW_PACE_TIMESCALE, cpu=True)
     res["floors"]["template_fork_after"] = template_floor(0, 50 if quick else 200)
     res["floors"]["memory"] = memory_floor(20 if quick else 300)
     res["scale"] = scale(scale_n)
@@ -197,6 +220,7 @@ def run_bench(quick: bool, scale_n: int | None = None) -> dict:
                                                 res["throughput"]["events_per_s"]),
         "pace_over_burst_fork_floor": _ratio(res["pace"]["ms_per_wall_s"], burst),
         "pace_checked_over_burst_fork_floor": _ratio(res["pace_checked"]["ms_per_wall_s"], burst),
+        "pace_slow_over_burst_fork_floor": _ratio(res["pace_slow"]["ms_per_wall_s"], burst),
         # the invariant checker's cost: Ms made by 100 ms of Go time with it over without (target ≥ 0.8)
         "ms_checker_on_over_off": _ratio(res["pace_checked"]["threads_at_100ms"], res["pace"]["threads_at_100ms"]),
         # an M's memory against the least a forked child talking ZeroMQ costs here (floors.memory_floor)
@@ -237,6 +261,9 @@ def format_bench(res: dict) -> str:
         f"  creation pace / burst fork floor:      {r['pace_over_burst_fork_floor']}×   (target ≥ 0.8; "
         f"{res['pace']['ms_per_wall_s']}/s against "
         f"{max(fl['template_fork']['burst_per_s'], fl['template_fork_after']['burst_per_s'])}/s)",
+        f"  at timescale {res['pace_slow']['timescale']:g}: {res['pace_slow']['threads_at_100ms']} threads at 100 ms "
+        f"({res['pace_slow']['ms_per_wall_s']}/s: the pace is the machine's, in wall time)",
+        _cpu_line(res["pace_slow"].get("cpu")),
         f"scale: {sc['live_ms_sampled']} live Ms sampled of {sc['goroutines']} (peak threads {sc['peak_threads']}), "
         f"outcome {sc['outcome']}, lost {sc['lost']}, leaks {sc['leaks']}; {sc['used_kb_per_m']} kB of the machine's "
         f"memory per live M (PSS {sc['pss_kb_per_m']} kB)" + (f"; stopped: {sc['stopped']}" if sc["stopped"] else ""),

@@ -55,6 +55,27 @@ def title(pid: int) -> str:
         return ""
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time the process's live threads have had (s, /proc/PID/task/*/schedstat: nanoseconds,
+    exact; /proc/PID/stat's ticks round a short-lived M's few ms down to 0); 0 if it is gone."""
+    ns = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return ns / 1e9
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat (idle and iowait are not busy)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    return total - ticks[3] - ticks[4], total
+
+
 def pss_kb(pid: int) -> int | None:
     """The process's proportional set size (kB), from smaps_rollup."""
     try:

@@ -26,6 +26,9 @@ def test_bench_quick_json(tmp_path):
     assert res["throughput"]["outcome"] == "ok" and res["throughput"]["events_per_s"] > 0
     assert res["throughput_checked"]["invariant_checks"] is True
     assert res["pace"]["outcome"] == "ok" and res["pace"]["threads_at_100ms"] > 2
+    assert res["pace_slow"]["outcome"] == "ok" and res["pace_slow"]["timescale"] == 20
+    cpu = res["pace_slow"]["cpu"]  # where the CPU went per M made: each kind of process had some
+    assert cpu["ms_made"] > 10 and all(cpu["cpu_ms_per_m"][k] > 0 for k in ("forker", "M", "coordinator", "agent"))
     sc = res["scale"]
     assert sc["outcome"] == "ok" and sc["lost"] == 0 and sc["leaks"] == 0 and sc["live_ms_sampled"] > 50
     # The machine's used memory per M is a difference of MemAvailable: another process freeing
