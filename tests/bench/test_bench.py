@@ -24,7 +24,8 @@ def test_bench_quick_json(tmp_path):
     assert fl["template_fork"]["burst_per_s"] > 0 and fl["router_loop"]["events_per_s"] > 0
     assert res["gmpsim"]["outcome"] == "ok" and res["gmpsim"]["newm_to_mstart"]["n"] > 0
     assert res["throughput"]["outcome"] == "ok" and res["throughput"]["events_per_s"] > 0
-    assert res["throughput_checked"]["invariant_checks"] is True
+    assert res["throughput_checked"]["invariant_checks"] is True and res["throughput_checked"]["trace"] is True
+    assert res["throughput_checker"]["invariant_checks"] is True and res["throughput_checker"]["trace"] is False
     assert res["pace"]["outcome"] == "ok" and res["pace"]["threads_at_100ms"] > 2
     assert res["pace_slow"]["outcome"] == "ok" and res["pace_slow"]["timescale"] == 20
     cpu = res["pace_slow"]["cpu"]  # where the CPU went per M made: each kind of process had some
