@@ -61,7 +61,7 @@ class Agent:
         name = arena_name(run_id, host)
         self.arena = (Arena.attach(name, readonly=False, slot_size=slot_size) if adopt
                       else Arena.create(name, slots, slot_size))
-        self.poller = zmq.Poller()  # the socket and one pidfd per M watched
+        self.poller = zmq.Poller()  # the socket, the forker's, and HostMs' epoll of the Ms' pidfds
         self.ms = HostMs(self.poller)
         self.forked: dict[tuple[int, int], tuple[str, dict]] = {}  # (m, epoch) -> the answer sent
         self.ordered: dict[tuple[int, int], dict] = {}  # (m, epoch) -> the spec the forker is forking
@@ -109,8 +109,7 @@ class Agent:
                 while self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     if self.handle(self.sock.recv()) == "shutdown":
                         return
-            fds = [fd for fd in events if isinstance(fd, int)]
-            for mid, pid in self.ms.exited(fds):
+            for mid, pid in self.ms.exited():
                 self.report_exit(mid, pid)
             self.resend()
             if self.beat() == "gone":
@@ -285,7 +284,7 @@ class Agent:
         left = self.ms.kill_all()
         if left:
             log.error("agent %s: Ms still alive after SIGKILL: %s", self.host, left)
-        self.ms.watch.close()
+        self.ms.close()
         self.arena.unlink()
         self.arena.close()
         leaked_shm = int(os.path.exists(os.path.join("/dev/shm", self.arena.name)))
