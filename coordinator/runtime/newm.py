@@ -83,6 +83,9 @@ def placehost(sched: Sched) -> str:
     machine there. A direct newm stays on its caller's host: it is a fork of the caller."""
     if not sched.hosts:
         raise Throw("newosproc", prints=("gmpsim: no host left to create an M on",))
+    if len(sched.hosts) == 1:  # no choice to make, and no pass over allm (it is O(Ms) per newm below)
+        sched.rr = 0  # as round-robin's (rr + 1) % 1 leaves it
+        return sched.hosts[0]
     if sched.placement == "round-robin":
         sched.rr = (sched.rr + 1) % len(sched.hosts)
         return sched.hosts[sched.rr]

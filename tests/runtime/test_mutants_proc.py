@@ -245,3 +245,22 @@ def test_a_spinning_startm_with_no_idle_p_undoes_the_callers_count():
     assert t.message == "startm: negative nmspinning"
     startm(s, None, False, s.sysmonm, "test")  # not spinning: nothing to undo
     assert s.nmspinning == -1 and s.fx == []
+
+
+def test_placehost_with_one_host_is_that_host_and_round_robin_starts_over():
+    """placehost on one host: that host, without counting allm (newm's cost must not grow with the
+    Ms); round-robin's turn is left at 0, so a host that joins is next after the first, as before."""
+    s = sched_on({"a": 4, "b": 4}, placement="round-robin")
+    assert [placehost(s), placehost(s)] == ["a", "b"] and s.rr == 1
+    drophost(s, "b")
+    assert placehost(s) == "a" and s.rr == 0
+    addhost(s, "c", 4)
+    assert [placehost(s) for _ in range(3)] == ["c", "a", "c"]
+
+    class Uncounted(dict):
+        def values(self):
+            raise AssertionError("placehost counted allm with one host")
+
+    one = sched_on({"a": 4})
+    one.allm = Uncounted(one.allm)
+    assert placehost(one) == "a"
