@@ -38,7 +38,6 @@ from .run_ops import TAINT_ENV, OpRunner
 
 log = logging.getLogger("gmpsim.m")
 
-GUARD_CHECK_MS = 500  # how often a blocked M looks whether the coordinator is still there
 RETRY_FIRST_MS, RETRY_MAX_MS = 50, 800  # resending an unanswered request (a round trip is ~0.2 ms)
 
 
@@ -214,15 +213,19 @@ class WorkerM:
         return frame
 
     def recv(self, timeout_ms: float | None) -> dict | None:
-        """One message, or None on timeout. A blocking wait is a plain recv (the fastest wake), which
-        every GUARD_CHECK_MS looks whether the coordinator is still there: an M outlives no run."""
+        """One message, or None on timeout. A blocking wait polls the socket and the guardian's
+        pidfd together, so a blocked M takes no CPU until a message comes or the coordinator is gone
+        (an M outlives no run). It used to wake every 500 ms to look: with thousands of Ms blocked,
+        that was a CPU's worth of wake-ups taken from the Ms being made."""
         if timeout_ms is None:
             while True:
+                if self.guard_fd in dict(self.blocked.poll()):
+                    raise SystemExit(3)  # the coordinator is gone: nobody will ever wake or need us
                 try:
-                    frame = self.sock.recv()
+                    frame = self.sock.recv(zmq.NOBLOCK)
                     break
                 except zmq.Again:
-                    self.check_guardian()
+                    continue
         else:
             if not self.sock.poll(timeout_ms):
                 self.check_guardian()
@@ -235,8 +238,10 @@ class WorkerM:
             return None
         return self._note(msg)
 
-    def check_guardian(self) -> None:
-        if self.guard_poll.poll(0):  # poll, not select: the pidfd may be numbered above FD_SETSIZE
+    def check_guardian(self, timeout_ms: float = 0) -> None:
+        """SystemExit(3) if the coordinator is gone, looking for up to timeout_ms (its pidfd turns
+        readable when it ends; poll, not select: the pidfd may be numbered above FD_SETSIZE)."""
+        if self.guard_poll.poll(timeout_ms):
             raise SystemExit(3)  # the coordinator is gone: nobody will ever wake or need us
 
     def _note(self, msg: dict) -> dict | None:
@@ -287,11 +292,13 @@ class WorkerM:
             self.ctx = zmq.Context()
             sock = dealer_unconnected(self.ctx, self.cfg.curve)
         self.sock = dealer_connect(sock, self.cfg.endpoint, m_identity(self.id, self.epoch))
-        self.sock.setsockopt(zmq.RCVTIMEO, GUARD_CHECK_MS)
         setproctitle(titles.m_title(self.id))  # ps and top; while ZeroMQ's I/O thread connects
         self.guard_fd = os.pidfd_open(self.cfg.guardian_pid)
         self.guard_poll = select.poll()
         self.guard_poll.register(self.guard_fd, select.POLLIN)
+        self.blocked = zmq.Poller()  # a blocking wait: a message, or the guardian's end
+        self.blocked.register(self.sock, zmq.POLLIN)
+        self.blocked.register(self.guard_fd, zmq.POLLIN)
         with self.g0.mstart_frame():
             with self.g0.systemstack("runtime.mstart1"):
                 reply = self.call("hello", pid=os.getpid(), host=self.cfg.host, started=started,

@@ -73,20 +73,19 @@ class OpRunner:
             return m.call(req.t, g=g, **req.fields)
 
     def block(self, us: int, g: int = -1) -> None:
-        """The system call itself: a real blocking sleep (clock_nanosleep) for us Go µs, in pieces of
-        at most half a second so that a run whose coordinator died does not keep this M."""
+        """The system call itself: a real blocking wait for us Go µs, on the guardian's pidfd, so
+        that a run whose coordinator died does not keep this M (and a blocked M takes no CPU)."""
         end = time.monotonic() + us * self.m.cfg.timescale / 1e6
         # Not a g0 frame in Go (the call runs on the goroutine's stack): a marker for the post-mortem.
         with self.m.g0.systemstack("syscall.Syscall", g):
             self._sleep_until(end)
 
     def _sleep_until(self, end: float) -> None:
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.5))
-            self.m.check_guardian()
+        while (left := end - time.monotonic()) > 0:
+            if left > 0.002:  # poll counts whole ms, rounded up: wait a ms short of the end...
+                self.m.check_guardian((left - 0.001) * 1000)
+            else:
+                time.sleep(left)  # ...and the rest exactly (clock_nanosleep)
 
     def compute(self, g: int, us: int) -> int:
         """Hold the P for us Go µs, checking for preemption between slices. Returns the Go µs left
