@@ -128,15 +128,26 @@ def scale(n: int) -> dict:
 
 def parts(coordinator: int, agent: int | None, ms: list[int]) -> dict:
     """Where a live M's memory goes, part by part (kB): its own private pages by kind and its page
-    tables (the mean of PARTS_SAMPLE Ms spread over the pids: early and late Ms differ), and its
-    share of the coordinator's and the agent's resident memory."""
+    tables (the mean of PARTS_SAMPLE Ms spread over the pids: early and late Ms differ; Ms still
+    starting left out), its threads, and its share of the coordinator's and the agent's resident
+    memory."""
     n = max(1, len(ms))
-    sample = sorted(ms)[::max(1, len(ms) // PARTS_SAMPLE)][:PARTS_SAMPLE]
+    spread = sorted(ms)[::max(1, len(ms) // PARTS_SAMPLE)][:PARTS_SAMPLE]
+    threads = {m: _threads(m) for m in spread}
+    # A child an M forks (a direct newm) bears its parent's title, with one thread, until its mstart.
+    sample = [m for m in spread if threads[m] == TASKS_PER_M] or spread
     kinds = [k for k in (private_dirty_by_kind(m) for m in sample) if k is not None]
     ptes = [x for x in (status_kb(m, "VmPTE") for m in sample) if x is not None]
-    m = sample[-1] if sample else 0
+    counts = [t for t in threads.values() if t is not None]
     return {"m_private_dirty": {k: round(sum(d[k] for d in kinds) / len(kinds)) for k in kinds[0]} if kinds else None,
             "m_page_tables": round(sum(ptes) / len(ptes)) if ptes else None, "m_sampled": len(kinds),
-            "m_threads": len(os.listdir(f"/proc/{m}/task")) if os.path.isdir(f"/proc/{m}/task") else None,
+            "m_threads": max(set(counts), key=counts.count) if counts else None,  # the most common
             "coordinator_rss_per_m": round((status_kb(coordinator, "VmRSS") or 0) / n, 1),
             "agent_rss_per_m": round((status_kb(agent, "VmRSS") or 0) / n, 1) if agent else None}
+
+
+def _threads(pid: int) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return None
