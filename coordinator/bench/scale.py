@@ -23,6 +23,7 @@ from coordinator.shell.procfs import (
     read_int,
     status_kb,
     tasks_in_use,
+    thread_count,
     title,
 )
 from protocol.titles import is_m_title
@@ -133,7 +134,7 @@ def parts(coordinator: int, agent: int | None, ms: list[int]) -> dict:
     memory."""
     n = max(1, len(ms))
     spread = sorted(ms)[::max(1, len(ms) // PARTS_SAMPLE)][:PARTS_SAMPLE]
-    threads = {m: _threads(m) for m in spread}
+    threads = {m: thread_count(m) for m in spread}
     # A child an M forks (a direct newm) bears its parent's title, with one thread, until its mstart.
     sample = [m for m in spread if threads[m] == TASKS_PER_M] or spread
     kinds = [k for k in (private_dirty_by_kind(m) for m in sample) if k is not None]
@@ -144,10 +145,3 @@ def parts(coordinator: int, agent: int | None, ms: list[int]) -> dict:
             "m_threads": max(set(counts), key=counts.count) if counts else None,  # the most common
             "coordinator_rss_per_m": round((status_kb(coordinator, "VmRSS") or 0) / n, 1),
             "agent_rss_per_m": round((status_kb(agent, "VmRSS") or 0) / n, 1) if agent else None}
-
-
-def _threads(pid: int) -> int | None:
-    try:
-        return len(os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        return None

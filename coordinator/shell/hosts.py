@@ -101,7 +101,7 @@ class Hosts:
         self.agent_spoke[host] = False
         self.loop.wire.send_direct(self.agent_ident[host], "welcome", programs=self.loop.sched.programs,
                                    timescale=float(self.loop.clock.timescale),
-                                   config={"spares": getattr(self.loop.sc, "spare_ms", 0)})
+                                   config={"spares": self.loop.sc.spare_ms})
 
     def heard(self, host: str, t: str) -> None:
         """Any message of the host's current agent."""

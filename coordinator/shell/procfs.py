@@ -55,6 +55,14 @@ def title(pid: int) -> str:
         return ""
 
 
+def thread_count(pid: int) -> int | None:
+    """How many threads (tasks) the process has now, or None if it is gone."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return None
+
+
 def cpu_s(pid: int) -> float:
     """CPU time the process's live threads have had (s, /proc/PID/task/*/schedstat: nanoseconds,
     exact; /proc/PID/stat's ticks round a short-lived M's few ms down to 0); 0 if it is gone."""
