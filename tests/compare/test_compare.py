@@ -92,7 +92,10 @@ def test_a_locked_goroutine_that_exits_frees_its_m(binary, tmp_path):
     # out (seen under load): 2 or 3, never more.
     assert run["nmfreed"] in (2, 3), run
     wedged = 1 if run["m0_wedged"] else 0
-    assert run["threads_end"] == run["mnext"] - run["nmfreed"] + wedged
+    # Go's mexit counts the M in nmfreed before exitThread ends it, so /proc may still list the
+    # thread of the last M on its way out (seen once under load: 6 threads where the counts say 5).
+    expected = run["mnext"] - run["nmfreed"] + wedged
+    assert expected <= run["threads_end"] <= expected + 1, run
 
 
 def test_goroutines_in_syscalls_make_threads(binary, tmp_path):
