@@ -1,7 +1,7 @@
 """The host agent: the host's template thread, its g0 stack arena, and the reaper of its Ms.
 
 A pristine process that never runs goroutines. It maps the arena before forking anything (Ms inherit
-the mapping); once welcomed it forks its forker (forker.py), a quiet child that forks the Ms that no
+the mapping); once welcomed it starts its forker (forker.py), a quiet child that forks the Ms that no
 M's process forks (m0, sysmon's, the template's) and passes their exit statuses on; it watches every M
 of its host with a pidfd and, as the child subreaper, reaps the orphans (hostms.py keeps those Ms).
 Each exit it reports to the coordinator with the dead M's last g0 frames read from the arena (that
@@ -25,6 +25,7 @@ from setproctitle import setproctitle
 
 from protocol import titles
 from protocol.codec import ProtocolError, decode, encode
+from protocol.logformat import LOG_FORMAT
 from protocol.owner import alive, clean, new_run_id
 from protocol.timing import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, RESEND_S
 from protocol.transport import agent_identity, curve_client_keys, dealer, one_malloc_arena
@@ -38,6 +39,7 @@ from .reaper import set_child_subreaper, set_pdeathsig
 log = logging.getLogger("gmpsim.agent")
 
 POLL_S = 0.1  # reap orphans and resend unacknowledged reports this often
+FORKER_STARTS = 3  # forkers in a row that die before carrying out an order: the host cannot fork
 EXIT_STATUS_WAIT_S = 0.2  # for the forker's report of an M it forked, once that M is gone
 HELLO_AGAIN_S = 1.0  # until welcomed
 GIVE_UP_S = 60.0  # a remote agent with no coordinator this long exits: 2 if it never got one, else 3
@@ -65,7 +67,8 @@ class Agent:
         self.ms = HostMs(self.poller)
         self.forked: dict[tuple[int, int], tuple[str, dict]] = {}  # (m, epoch) -> the answer sent
         self.ordered: dict[tuple[int, int], dict] = {}  # (m, epoch) -> the spec the forker is forking
-        self.forker: Forker | None = None  # started at the welcome (it inherits the host's config)
+        self.forker: Forker | None = None  # started at the welcome (it is given the host's config)
+        self.forker_deaths = 0  # forkers in a row that died before carrying out an order
         self.unacked: dict[int, list] = {}  # seq -> [frame, resend at]
         self.seq = 0
         self.cfg: HostConfig | None = None
@@ -218,8 +221,8 @@ class Agent:
         return None
 
     def start_forker(self) -> None:
-        """Fork the forker from this process as it is now (welcomed: the host's config is set), and
-        give it the orders it had not carried out if it is a new one."""
+        """Start the forker with the host's config (welcomed: it is set), and give it the orders it had
+        not carried out if it is a new one."""
         if self.forker is not None:
             self.stop_forker()
         self.forker = Forker(self.cfg)
@@ -239,6 +242,11 @@ class Agent:
         replaced, and the new one forks what the dead one had not."""
         answers = self.forker.answers(timeout)
         if answers is None:
+            self.forker_deaths = 0 if self.forker.answered else self.forker_deaths + 1
+            if self.forker_deaths >= FORKER_STARTS:  # what killed them is in their own log records
+                log.error("agent %s: %d forkers in a row died before forking an M; the host cannot fork",
+                          self.host, self.forker_deaths)
+                raise SystemExit(70)
             log.warning("agent %s: its forker (pid %d) died; starting another", self.host, self.forker.pid)
             self.start_forker()
             return
@@ -335,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gmpsim agent: {e}", file=sys.stderr)
             return 2
     if not logging.getLogger().handlers:  # on its own (not forked by `gmpsim run`): log to stderr
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if remote:
         args.guardian_pid = os.getpid()  # no coordinator process here: our Ms die with us
         # What earlier agents on this host left when they were killed (their owner is dead) goes now.

@@ -16,7 +16,6 @@ any M does. The forker forks a spare only when the machine-limit guard allows on
 from __future__ import annotations
 
 import gc
-import os
 import signal
 import socket
 
@@ -28,6 +27,7 @@ from protocol import titles
 from protocol.transport import dealer_unconnected
 
 from . import machine_limits
+from .bare_fork import fork
 from .m import HostConfig, child_after_fork, fork_m, run_child, start_m
 from .reaper import kill_and_wait, set_pdeathsig
 
@@ -35,7 +35,7 @@ MAX_SPEC = 1 << 16  # a fork spec (or the forker's answer) is a few hundred byte
 
 
 class Spares:
-    """The forker's spare Ms: forked ahead (`fill_one`), handed out by `clone` (newosproc's clone)."""
+    """The forker's spare Ms: forked ahead (`fill`), handed out by `clone` (newosproc's clone)."""
 
     def __init__(self, cfg: HostConfig):
         self.cfg = cfg
@@ -45,25 +45,32 @@ class Spares:
     def wanted(self) -> bool:
         return len(self.ready) < self.cfg.spares
 
-    def fill_one(self) -> bool:
-        """Fork one spare, if the machine has room for one more M; False when it did not."""
-        if machine_limits.check(self.cfg.fd_pids()) is not None:
+    def fill(self) -> bool:
+        """Fork the spares wanted, back to back (what the forker writes between two forks is a private
+        copy in the child forked before), if the machine has room; False when it had none."""
+        if machine_limits.check(self.cfg.fd_pids()) is not None:  # one look for a few (≤ 64) spares
             return False
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                 for _ in range(self.cfg.spares - len(self.ready))]
         gc.freeze()  # as fork_m: the spare's collections must not dirty the inherited heap
-        try:
-            pid = os.fork()
-        except OSError:
-            mine.close()
+        pids = []
+        for mine, theirs in pairs:
+            try:
+                pid = fork()  # the forker's: without Python's at-fork work (bare_fork.py)
+            except OSError:
+                break  # the machine had no room: the rest are tried again later
+            if pid == 0:
+                mine.close()
+                run_child("a spare M", lambda: _spare(self.cfg, theirs))  # noqa: B023 - called at once
+            pids.append(pid)
+        for i, (mine, theirs) in enumerate(pairs):
             theirs.close()
-            return False
-        if pid == 0:
-            mine.close()
-            run_child("a spare M", lambda: _spare(self.cfg, theirs))
-        theirs.close()
-        self.ready.append((pid, mine))
-        self.pids.add(pid)
-        return True
+            if i < len(pids):
+                self.ready.append((pids[i], mine))
+                self.pids.add(pids[i])
+            else:
+                mine.close()
+        return len(pids) == len(pairs)
 
     def clone(self, cfg: HostConfig, spec: dict) -> int:
         """newosproc's clone: hand the spec to the oldest spare alive, or fork the M (fork_m)."""

@@ -26,6 +26,7 @@ from coordinator.observe.report import build_report
 from coordinator.observe.trace import TraceRecorder
 from coordinator.shell.loop import Coordinator, Outcome
 from coordinator.shell.procfs import open_files_limit
+from protocol.logformat import LOG_FORMAT
 from protocol.owner import alive, arena_name, clean, new_run_id
 from protocol.timing import KILL_WAIT_PER_M_S
 from protocol.transport import curve_server_keys, make_rundir, rundir_endpoint
@@ -104,7 +105,7 @@ def _setup_logging(path: str):
     for h in list(root.handlers):
         root.removeHandler(h)
     fh = logging.FileHandler(path)
-    fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+    fh.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(fh)
     root.setLevel(logging.INFO)
     multiprocessing_logging.install_mp_handler(root)

@@ -73,3 +73,61 @@ def test_exit_statuses_of_ms_the_forker_forked_reach_the_report(tmp_path):
     deaths = json.loads((out / "report.json").read_text())["deaths"]
     statuses = {d["status"] for d in deaths}
     assert -9 in statuses, deaths[:5]
+
+
+def _mapped_files(pid: int) -> set[str]:
+    with open(f"/proc/{pid}/maps") as f:
+        return {line.split()[5] for line in f if len(line.split()) > 5 and line.split()[5].startswith("/")}
+
+
+def test_the_forker_is_a_fresh_interpreter_so_its_ms_map_less_than_the_agent(tmp_path):
+    """The forker is spawned (python -c FORKER_MAIN), not forked from the agent: the libraries the
+    coordinator and the agent loaded and an M never needs are not mapped in the forker or its Ms."""
+    out = tmp_path / "run"
+    proc, console = start_run(out)
+    try:
+        (forker, agent), = wait_for("a forker", lambda: _forkers(proc.pid), 30, proc)
+        m = wait_for("an M of the forker's", lambda: [
+            p for p, (state, ppid, _) in processes().items()
+            if ppid == forker and state != "Z" and _name(p).startswith("gmpsim M")], 30, proc)[0]
+        agents, forkers, ms = _mapped_files(agent), _mapped_files(forker), _mapped_files(m)
+        assert ms <= forkers < agents, (sorted(ms - forkers), sorted(forkers - agents))
+        assert any("_ssl" in f for f in agents) and not any("_ssl" in f for f in ms)
+        with open(f"/proc/{forker}/cmdline", "rb") as f:
+            assert f.read().split(b"\0")[0].decode().startswith("gmpsim forker local")
+    finally:
+        stop(proc)
+        console.close()
+
+
+def test_a_forker_that_cannot_start_says_why_in_the_agents_log(tmp_path):
+    """Its config names an arena that is gone: the spawned forker writes one record, with the
+    cause, to the log file of the process that started it, and exits 70 (the agent sees it die)."""
+    import logging
+
+    from worker.forker import Forker
+    from worker.g0 import Arena
+    from worker.m import HostConfig
+
+    arena = Arena.create(f"gmpsim-test-forker-{os.getpid()}", slots=2)
+    cfg = HostConfig(endpoint="ipc:///nonexistent", host="local", guardian_pid=os.getpid(), arena=arena,
+                     programs={}, timescale=10.0)
+    arena.unlink()
+    arena.close()
+    handler, root = logging.FileHandler(tmp_path / "gmpsim.log"), logging.getLogger()
+    saved, root.handlers = root.handlers, [handler]  # as in a run (pytest's own handlers have a file: /dev/null)
+    try:
+        forker = Forker(cfg)
+    finally:
+        root.handlers = saved
+        handler.close()
+    try:
+        assert forker.answers(30) is None  # its end of file: it is gone
+        _, status = os.waitpid(forker.pid, 0)
+        forker.order({"m": 1})  # to a dead forker: no error (the agent orders it again of the next one)
+        assert not forker.answered  # it never carried out an order: the agent counts it against the host
+    finally:
+        forker.sock.close()
+    assert os.waitstatus_to_exitcode(status) == 70
+    text = (tmp_path / "gmpsim.log").read_text()
+    assert f" {forker.pid} gmpsim.forker ERROR the forker died" in text and "FileNotFoundError" in text, text
