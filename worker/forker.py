@@ -13,7 +13,7 @@ only what an M needs (no coordinator, no asyncio, no TLS or compression librarie
 imported), so every M inherits half the memory (11.5 MB of anonymous pages against 23), a third
 fewer mappings (210 against 308) and smaller page tables (104 kB against 140), and a fork of it
 costs half the CPU (2.3-2.4 ms per M in a burst, against 4.0-4.3). With one thread, it forks
-without Python's at-fork work (bare_fork.py). Its config comes down a pipe (HostConfig.to_wire),
+without Python's at-fork work (protocol/bare_fork.py). Its config comes down a pipe (HostConfig.to_wire),
 and its log records, and its Ms', go straight to the agent's log file (appended, a record per
 write) or to stderr.
 

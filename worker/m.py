@@ -26,6 +26,7 @@ import zmq
 from setproctitle import setproctitle
 
 from protocol import titles
+from protocol.bare_fork import fork
 from protocol.codec import ProtocolError, decode, encode
 from protocol.messages import REPLIES
 from protocol.throw import Throw
@@ -33,7 +34,6 @@ from protocol.timing import RETRY_ON_EAGAIN_TRIES
 from protocol.transport import Curve, dealer_connect, dealer_unconnected, m_identity
 
 from . import machine_limits
-from .bare_fork import fork
 from .g0 import Arena, G0Stack
 from .run_ops import TAINT_ENV, OpRunner
 
@@ -118,7 +118,7 @@ def fork_m(cfg: HostConfig, spec: dict) -> int:
     the fork failed (EAGAIN at pid_max, threads-max, a pids cgroup or RLIMIT_NPROC; ENOMEM)."""
     gc.freeze()  # the child's collections must not dirty the inherited heap (FACTS.md)
     try:
-        pid = fork()  # from the forker: without Python's at-fork work (bare_fork.py)
+        pid = fork()  # from the forker: without Python's at-fork work (protocol/bare_fork.py)
     except OSError as e:
         return -(e.errno or EAGAIN)
     if pid == 0:

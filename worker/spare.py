@@ -24,10 +24,10 @@ import zmq
 from setproctitle import setproctitle
 
 from protocol import titles
+from protocol.bare_fork import fork
 from protocol.transport import dealer_unconnected
 
 from . import machine_limits
-from .bare_fork import fork
 from .m import HostConfig, child_after_fork, fork_m, run_child, start_m
 from .reaper import kill_and_wait, set_pdeathsig
 
@@ -56,7 +56,7 @@ class Spares:
         pids = []
         for mine, theirs in pairs:
             try:
-                pid = fork()  # the forker's: without Python's at-fork work (bare_fork.py)
+                pid = fork()  # the forker's: without Python's at-fork work (protocol/bare_fork.py)
             except OSError:
                 break  # the machine had no room: the rest are tried again later
             if pid == 0:

@@ -17,6 +17,7 @@ import msgpack
 import zmq
 
 from coordinator.shell.procfs import meminfo_kb, private_dirty_by_kind, processes, pss_kb
+from protocol.bare_fork import fork
 from protocol.codec import decode, encode_trusted
 from protocol.messages import position
 from protocol.transport import make_rundir, one_malloc_arena
@@ -102,7 +103,7 @@ def _template(req_fd: int, endpoint: str) -> None:
         if not got:
             return
         for _ in got:
-            if os.fork() == 0:
+            if fork() == 0:  # as the host's forker forks: one thread, so without Python's at-fork work
                 try:
                     _child_hello(endpoint)
                 finally:
@@ -170,14 +171,14 @@ def _blocked_child(endpoint: str) -> None:
 
 
 def _memory_template(req_fd: int, endpoint: str) -> None:
-    """Forks a blocked child per byte read, as a host's agent forks its Ms: one malloc arena for
-    ZeroMQ's threads, gc.freeze before each fork."""
+    """Forks a blocked child per byte read, as a host's forker forks its Ms: one malloc arena for
+    ZeroMQ's threads, gc.freeze before each fork, no at-fork work."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its children reap themselves
     one_malloc_arena()
     while got := os.read(req_fd, 4096):
         for _ in got:
             gc.freeze()
-            if os.fork() == 0:
+            if fork() == 0:  # as the host's forker forks
                 try:
                     _blocked_child(endpoint)
                 finally:

@@ -1,4 +1,5 @@
-"""fork(2) without Python's at-fork work, for a process with one thread: the forker.
+"""fork(2) without Python's at-fork work, for a process with one thread: the host's forker, and
+the bench's floor templates that stand for it (here, in protocol/, because both use it).
 
 os.fork runs the interpreter's before/after hooks and every `os.register_at_fork` callback:
 logging takes and releases its module lock, and in the child threading rebuilds its bookkeeping,

@@ -1,4 +1,4 @@
-"""worker/bare_fork.py in real processes: a fork with one thread skips Python's at-fork hooks, and
+"""protocol/bare_fork.py in real processes: a fork with one thread skips Python's at-fork hooks, and
 with more threads `fork` falls back to os.fork, which runs them."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ pytestmark = __import__("pytest").mark.processes
 # The child reports whether an after_in_child hook ran, and its own pid as the parent saw it.
 CHILD = """
 import os, sys, threading, time
-from worker.bare_fork import bare_fork, fork, one_thread
+from protocol.bare_fork import bare_fork, fork, one_thread
 ran = []
 os.register_at_fork(after_in_child=lambda: ran.append(1))
 def child_says(do_fork):
