@@ -39,6 +39,7 @@ from .reaper import set_child_subreaper, set_pdeathsig
 log = logging.getLogger("gmpsim.agent")
 
 POLL_S = 0.1  # reap orphans and resend unacknowledged reports this often
+FORKER_READY_WAIT_S = 10.0  # for a spawned forker's interpreter to be up before the agent's hello
 FORKER_STARTS = 3  # forkers in a row that die before carrying out an order: the host cannot fork
 EXIT_STATUS_WAIT_S = 0.2  # for the forker's report of an M it forked, once that M is gone
 HELLO_AGAIN_S = 1.0  # until welcomed
@@ -67,7 +68,8 @@ class Agent:
         self.ms = HostMs(self.poller)
         self.forked: dict[tuple[int, int], tuple[str, dict]] = {}  # (m, epoch) -> the answer sent
         self.ordered: dict[tuple[int, int], dict] = {}  # (m, epoch) -> the spec the forker is forking
-        self.forker: Forker | None = None  # started at the welcome (it is given the host's config)
+        self.forker: Forker | None = None  # configured at the welcome (it is given the host's config)
+        self.next_forker: Forker | None = Forker()  # spawned now: its imports while we are welcomed
         self.forker_deaths = 0  # forkers in a row that died before carrying out an order
         self.unacked: dict[int, list] = {}  # seq -> [frame, resend at]
         self.seq = 0
@@ -96,6 +98,10 @@ class Agent:
             pass
 
     def hello(self) -> None:
+        """agent_hello, once the next forker is up (its interpreter's start must not come after the
+        welcome, when Go time runs and m0 is to be forked)."""
+        if self.next_forker is not None:
+            self.next_forker.wait_ready(FORKER_READY_WAIT_S)
         self.send("agent_hello", host=self.host, pid=os.getpid(), arena=self.arena.name,
                   slot_size=self.arena.slot_size, slots=self.arena.slots)
         self.next_hello = time.monotonic() + HELLO_AGAIN_S
@@ -155,6 +161,7 @@ class Agent:
         a forker again)."""
         if self.forker is not None:
             self.stop_forker()
+            self.next_forker = self.next_forker or Forker()  # for the next welcome
         self.ms.kill_all()
         self.ms.forget_all(self.arena)
         self.forked.clear()
@@ -225,7 +232,8 @@ class Agent:
         not carried out if it is a new one."""
         if self.forker is not None:
             self.stop_forker()
-        self.forker = Forker(self.cfg)
+        self.forker, self.next_forker = self.next_forker or Forker(), None
+        self.forker.configure(self.cfg)
         self.poller.register(self.forker.fileno(), zmq.POLLIN)
         for spec in self.ordered.values():
             self.forker.order(spec)
@@ -289,6 +297,8 @@ class Agent:
         """End every M of this host, reap them, unlink the arena, say goodbye."""
         if self.forker is not None:
             self.stop_forker()  # first: no M may come after the kill
+        if self.next_forker is not None:
+            self.next_forker.close()
         left = self.ms.kill_all()
         if left:
             log.error("agent %s: Ms still alive after SIGKILL: %s", self.host, left)

@@ -1,5 +1,5 @@
-"""The host's forker: a quiet process, started by the agent once it is welcomed, that forks the Ms
-the agent is asked for (m0, sysmon's newm and the template thread's).
+"""The host's forker: a quiet process, spawned by the agent as it starts and configured once it is
+welcomed, that forks the Ms the agent is asked for (m0, sysmon's newm and the template thread's).
 
 Like Go's templateThread (proc.go), "a thread in a known-good state that exists solely to start new
 threads in known-good states". The state that matters here is the forker's own. The agent has
@@ -13,9 +13,11 @@ only what an M needs (no coordinator, no asyncio, no TLS or compression librarie
 imported), so every M inherits half the memory (11.5 MB of anonymous pages against 23), a third
 fewer mappings (210 against 308) and smaller page tables (104 kB against 140), and a fork of it
 costs half the CPU (2.3-2.4 ms per M in a burst, against 4.0-4.3). With one thread, it forks
-without Python's at-fork work (protocol/bare_fork.py). Its config comes down a pipe (HostConfig.to_wire),
-and its log records, and its Ms', go straight to the agent's log file (appended, a record per
-write) or to stderr.
+without Python's at-fork work (protocol/bare_fork.py). It is spawned before the agent's hello, and
+the agent says hello once it is up, so that its interpreter's start (0.1-0.3 s) is not on m0's
+path: Go's m0 exists when the run begins, and the run's Go time starts at the welcome. Its config
+comes down a pipe (HostConfig.to_wire), and its log records, and its Ms', go straight to the
+agent's log file (appended, a record per write) or to stderr.
 
 It keeps the scenario's spare_ms Ms forked ahead (spare.py): a new M is then a spare handed its
 spec, and the forker forks the next spare while no order waits.
@@ -27,6 +29,7 @@ The pipe is a SOCK_SEQPACKET socketpair: one message per send, msgpack.
   that very process, whoever reaps it.
 - forker → agent: `["exited", pid, status]` for each child the forker reaped, because the forker
   is its parent and the only one that can read its exit status.
+- forker → agent: `["ready"]` once, when its interpreter is up (before its config).
 """
 from __future__ import annotations
 
@@ -60,7 +63,9 @@ CLOSE_WAIT_S = 2.0  # for the forker to finish its order (retryOnEAGAIN sleeps ~
 class Forker:
     """The agent's handle on its forker process."""
 
-    def __init__(self, cfg: HostConfig):
+    def __init__(self):
+        """Spawn the forker: its interpreter starts (~0.1-0.3 s of imports) while the agent waits
+        for its welcome, and then waits for its config (`configure`)."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         conf_r, conf_w = os.pipe()
         try:
@@ -74,11 +79,27 @@ class Forker:
         finally:
             theirs.close()
             os.close(conf_r)
-        with os.fdopen(conf_w, "wb") as f:  # a pipe: the config may outgrow a socket message
-            f.write(msgpack.packb({"cfg": cfg.to_wire(), "log": _log_target()}))
+        self.conf_w = conf_w  # -1 once the config is sent (or, unsent, the forker told to go)
         self.sock = mine
         self.children: set[int] = set()  # pids it forked and has not reported reaped
         self.answered = False  # it carried out an order (a forker that never does cannot start)
+        self.ready = False  # its interpreter is up (it said so), waiting for its config
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait up to `timeout` s for the spawned interpreter to be up (or gone)."""
+        deadline = time.monotonic() + timeout
+        while not self.ready and (left := deadline - time.monotonic()) > 0:
+            if self.answers(left) is None:
+                return  # it died: the agent sees it at the welcome
+
+    def configure(self, cfg: HostConfig) -> None:
+        """The host's config, once welcomed; the forker then forks spares and takes orders."""
+        with os.fdopen(self.conf_w, "wb") as f:  # a pipe: the config may outgrow a socket message
+            self.conf_w = -1
+            try:
+                f.write(msgpack.packb({"cfg": cfg.to_wire(), "log": _log_target()}))
+            except BrokenPipeError:  # it died already: seen by `answers` (end of file)
+                pass
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -94,12 +115,16 @@ class Forker:
     def answers(self, timeout: float = 0.0) -> list[tuple[list, int | None]] | None:
         """The forker's messages waiting (waiting up to `timeout` s for the first), each with the
         pidfd it carried, or None when the forker is gone (end of file)."""
-        out = []
-        while select.select([self.sock], [], [], timeout if not out else 0)[0]:
+        out, got = [], False
+        while select.select([self.sock], [], [], 0 if got else timeout)[0]:
             data, fds, _, _ = socket.recv_fds(self.sock, MAX_SPEC, 1)
             if not data:
                 return None
+            got = True
             msg = msgpack.unpackb(data)
+            if msg[0] == "ready":  # for wait_ready: nothing the agent acts on
+                self.ready = True
+                continue
             if msg[0] == "forked":
                 self.answered = True
             if msg[0] == "forked" and msg[3] > 0:
@@ -112,7 +137,11 @@ class Forker:
     def close(self, timeout: float = CLOSE_WAIT_S) -> list[tuple[list, int | None]]:
         """End the forker: it sees our end of file once the order it is at is done, and what it said
         until it ended is returned (a fork it finished must be watched, or that M would be left
-        behind). After `timeout` s it is killed. The Ms it forked re-parent to the agent."""
+        behind). After `timeout` s it is killed. The Ms it forked re-parent to the agent. One never
+        configured ends at the end of file of its config, quietly."""
+        if self.conf_w >= 0:
+            os.close(self.conf_w)
+            self.conf_w = -1
         self.sock.shutdown(socket.SHUT_WR)
         out: list[tuple[list, int | None]] = []
         deadline = time.monotonic() + timeout
@@ -190,15 +219,25 @@ def main() -> None:
     code = 0
     try:
         one_malloc_arena()  # inherited by every M it forks (their ZeroMQ threads share one arena)
+        sock = socket.socket(fileno=SOCK_FD)
+        try:
+            sock.sendall(msgpack.packb(["ready"]))  # imports done: the agent may say hello
+        except (BrokenPipeError, ConnectionResetError):
+            raise SystemExit(0) from None  # the agent is gone already: nothing to fork for
         with os.fdopen(CONF_FD, "rb") as f:
-            c = msgpack.unpackb(f.read())
+            data = f.read()
+        if not data:  # never configured: the agent ended, or did not need it
+            raise SystemExit(0)
+        c = msgpack.unpackb(data)
         root = logging.getLogger()
         handler = logging.FileHandler(c["log"]["path"]) if c["log"]["path"] else logging.StreamHandler()
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(handler)
         root.setLevel(c["log"]["level"])
         cfg = HostConfig.from_wire(c["cfg"])
-        serve(cfg, socket.socket(fileno=SOCK_FD))
+        serve(cfg, sock)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0
     except BaseException:  # noqa: BLE001 - it exits with a code the agent can see, and says why
         log.exception("the forker died")
         code = 70

@@ -117,12 +117,14 @@ def test_a_forker_that_cannot_start_says_why_in_the_agents_log(tmp_path):
     handler, root = logging.FileHandler(tmp_path / "gmpsim.log"), logging.getLogger()
     saved, root.handlers = root.handlers, [handler]  # as in a run (pytest's own handlers have a file: /dev/null)
     try:
-        forker = Forker(cfg)
+        forker = Forker()
+        forker.configure(cfg)
     finally:
         root.handlers = saved
         handler.close()
     try:
-        assert forker.answers(30) is None  # its end of file: it is gone
+        forker.wait_ready(30)  # its interpreter came up, then its config failed it
+        assert forker.ready and forker.answers(30) is None  # its end of file: it is gone
         _, status = os.waitpid(forker.pid, 0)
         forker.order({"m": 1})  # to a dead forker: no error (the agent orders it again of the next one)
         assert not forker.answered  # it never carried out an order: the agent counts it against the host
@@ -131,3 +133,30 @@ def test_a_forker_that_cannot_start_says_why_in_the_agents_log(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 70
     text = (tmp_path / "gmpsim.log").read_text()
     assert f" {forker.pid} gmpsim.forker ERROR the forker died" in text and "FileNotFoundError" in text, text
+
+
+def test_the_forkers_start_is_not_on_m0s_path(tmp_path):
+    """The agent says hello once its spawned forker is up (wait_ready: its imports are done, its
+    libzmq mapped), so at the welcome, when Go time starts, m0 is forked at once: m0 starts within a
+    third of the wall time a forker's interpreter takes to come up, measured here too (~0.1 against
+    ~0.1-0.3 s; with the interpreter's start on its path, m0 started after 0.12-0.15 s)."""
+    import time
+
+    from worker.forker import Forker
+
+    t0 = time.monotonic()
+    forker = Forker()
+    try:
+        forker.wait_ready(30)
+        interpreter_s = time.monotonic() - t0
+        assert forker.ready and any("libzmq" in f for f in _mapped_files(forker.pid))
+    finally:
+        forker.close()
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "coordinator.cli", "run", "syscall-storm", "--no-progress",
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    m0 = next(t for t in rep["threads"] if t["m"] == 0)
+    m0_wall_s = m0["started_ms"] * rep["timescale"] / 1000
+    assert m0_wall_s < interpreter_s / 3, (m0_wall_s, interpreter_s)
