@@ -94,12 +94,12 @@ class Forker:
 
     def configure(self, cfg: HostConfig) -> None:
         """The host's config, once welcomed; the forker then forks spares and takes orders."""
-        with os.fdopen(self.conf_w, "wb") as f:  # a pipe: the config may outgrow a socket message
-            self.conf_w = -1
-            try:
+        fd, self.conf_w = self.conf_w, -1
+        try:
+            with os.fdopen(fd, "wb") as f:  # a pipe: the config may outgrow a socket message
                 f.write(msgpack.packb({"cfg": cfg.to_wire(), "log": _log_target()}))
-            except BrokenPipeError:  # it died already: seen by `answers` (end of file)
-                pass
+        except BrokenPipeError:  # it died already (the write may come at the close): `answers` sees it
+            pass
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -127,8 +127,8 @@ class Forker:
                 continue
             if msg[0] == "forked":
                 self.answered = True
-            if msg[0] == "forked" and msg[3] > 0:
-                self.children.add(msg[3])
+                if msg[3] > 0:
+                    self.children.add(msg[3])
             elif msg[0] == "exited":
                 self.children.discard(msg[1])
             out.append((msg, fds[0] if fds else None))
@@ -229,11 +229,7 @@ def main() -> None:
         if not data:  # never configured: the agent ended, or did not need it
             raise SystemExit(0)
         c = msgpack.unpackb(data)
-        root = logging.getLogger()
-        handler = logging.FileHandler(c["log"]["path"]) if c["log"]["path"] else logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(handler)
-        root.setLevel(c["log"]["level"])
+        logging.basicConfig(filename=c["log"]["path"], level=c["log"]["level"], format=LOG_FORMAT)  # or stderr
         cfg = HostConfig.from_wire(c["cfg"])
         serve(cfg, sock)
     except SystemExit as e:
