@@ -141,7 +141,8 @@ def test_an_agent_restarted_after_its_arena_is_gone_ends_the_run_fatal(tmp_path)
         deadline, agent, arena = time.monotonic() + 30, None, None
         while time.monotonic() < deadline and arena is None:
             for c in _children(proc.pid):
-                if _children(c) and _arena_of(c):  # the agent: it maps the arena and has forked Ms
+                # the agent: it maps the arena, and its forker (spawned as it starts) has forked Ms
+                if any(_children(f) for f in _children(c)) and _arena_of(c):
                     agent, arena = c, _arena_of(c)
             time.sleep(0.1)
         assert arena, "no agent with an arena and Ms"
