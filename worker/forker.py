@@ -50,6 +50,7 @@ from protocol.transport import one_malloc_arena
 
 from .m import HostConfig, child_after_fork, newosproc
 from .reaper import kill_and_wait, reap, set_pdeathsig
+from .rehearsal import rehearse
 from .spare import MAX_SPEC, Spares
 
 log = logging.getLogger("gmpsim.forker")
@@ -219,6 +220,7 @@ def main() -> None:
     code = 0
     try:
         one_malloc_arena()  # inherited by every M it forks (their ZeroMQ threads share one arena)
+        rehearsal = _rehearse()  # before "ready": off m0's path, as the interpreter's start is
         sock = socket.socket(fileno=SOCK_FD)
         try:
             sock.sendall(msgpack.packb(["ready"]))  # imports done: the agent may say hello
@@ -230,6 +232,7 @@ def main() -> None:
             raise SystemExit(0)
         c = msgpack.unpackb(data)
         logging.basicConfig(filename=c["log"]["path"], level=c["log"]["level"], format=LOG_FORMAT)  # or stderr
+        log.log(*rehearsal)
         cfg = HostConfig.from_wire(c["cfg"])
         serve(cfg, sock)
     except SystemExit as e:
@@ -239,6 +242,18 @@ def main() -> None:
         code = 70
     finally:
         os._exit(code)
+
+
+def _rehearse() -> tuple[int, str]:
+    """rehearsal.rehearse, and the log record (level, line) that says how it went (written once
+    the log is set up)."""
+    started = time.monotonic()
+    try:
+        rehearse()
+    except Exception as e:  # noqa: BLE001 - the forker works without it: its Ms only cost more
+        return logging.WARNING, (f"the rehearsal of an M's start failed ({type(e).__name__}: {e}): "
+                                 "each M copies more of the forker's pages")
+    return logging.INFO, f"rehearsed an M's start in {(time.monotonic() - started) * 1e3:.1f} ms"
 
 
 def _pidfd(pid: int) -> int:

@@ -195,6 +195,7 @@ class WorkerM:
         self.guard_fd = -1
         self.ctx = None
         self.sock = None
+        self.title = titles.m_title(self.id)  # in ps and top (the forker's rehearsal keeps its own)
 
     # --- wire -------------------------------------------------------------------------------------
 
@@ -284,7 +285,7 @@ class WorkerM:
             self.ctx = zmq.Context()
             sock = dealer_unconnected(self.ctx, self.cfg.curve)
         self.sock = dealer_connect(sock, self.cfg.endpoint, m_identity(self.id, self.epoch))
-        setproctitle(titles.m_title(self.id))  # ps and top; while ZeroMQ's I/O thread connects
+        setproctitle(self.title)  # ps and top; while ZeroMQ's I/O thread connects
         self.guard_fd = os.pidfd_open(self.cfg.guardian_pid)
         self.guard_poll = select.poll()
         self.guard_poll.register(self.guard_fd, select.POLLIN)

@@ -25,7 +25,8 @@ def _forkers(root: int) -> list[tuple[int, int]]:
 
 
 def test_the_forker_is_the_agents_child_and_the_parent_of_the_ms_it_forks(tmp_path):
-    """m0 and sysmon's Ms are forked by `gmpsim forker local`, a child of `gmpsim agent local`."""
+    """m0 and sysmon's Ms are forked by `gmpsim forker local`, a child of `gmpsim agent local`,
+    which rehearsed an M's start first (worker/rehearsal.py) and logged it."""
     out = tmp_path / "run"
     proc, console = start_run(out)
     try:
@@ -39,6 +40,7 @@ def test_the_forker_is_the_agents_child_and_the_parent_of_the_ms_it_forks(tmp_pa
     finally:
         stop(proc)
         console.close()
+    assert "gmpsim.forker INFO rehearsed an M's start in" in (out / "gmpsim.log").read_text()
 
 
 def test_a_killed_forker_is_replaced_and_the_run_ends_ok(tmp_path):
