@@ -6,12 +6,13 @@ not: CPython 3.11 counts a function's first calls and then quickens its bytecode
 specialising interpreter goes on rewriting; caches fill (the g0 stack's encoded names, the codec's
 and pyzmq's lookups); libzmq and libsodium do their one-time set-up in a process's first context.
 Done in each M, each of these is a private copy in each M. Done once here, before the forks, it
-sits in pages the Ms share: ~15% fewer page faults in an M's start, and ~150 kB less of the
-machine's memory per live M (1,000 blocked Ms: 2,421-2,444 kB against 2,575-2,623; issue 11).
+sits in pages the Ms share: ~15% fewer page faults in an M's start, and ~170 kB less of the
+machine's memory per live M (1,000 blocked Ms: 2,408-2,422 kB against 2,575-2,623; issue 11).
 
-The rehearsal is a real M's start and exit (`WorkerM.mstart`: its own ZeroMQ context and DEALER,
-hello, then Go's mexit) against a stand-in coordinator: a child forked first (one thread still),
-whose ROUTER, on an abstract ipc address (no file), answers the hello with exit. The stand-in is
+The rehearsal is a real M's life in short (`WorkerM.mstart`: its own ZeroMQ context and DEALER,
+hello; a goroutine that computes, blocks in a system call and returns; then Go's mexit) against a
+stand-in coordinator: a child forked first (one thread still), whose ROUTER, on an abstract ipc
+address (no file), answers as the core would. The stand-in is
 the rehearsed M's guardian, so a rehearsal whose answer never comes ends when the stand-in does
 (after STAND_IN_WAIT_MS). The M keeps the forker's name in ps, and its g0 stack is a private
 scratch slot, not one of the host's arena. Once it is over, the forker has one thread again (the
@@ -27,13 +28,17 @@ from setproctitle import getproctitle
 
 from protocol.bare_fork import fork
 from protocol.codec import decode, encode
-from protocol.messages import fork_spec
+from protocol.messages import fork_spec, position
+from protocol.ops import compile_program
 
 from .g0 import G0_STACK_SIZE, Arena
 from .m import HostConfig, WorkerM, child_after_fork, run_child
 
 STAND_IN_WAIT_MS = 5000  # the stand-in's wait for the hello (it comes in a few ms)
 LINGER_MS = 1000  # for its answer to leave before it ends
+PROGRAM = "rehearsal"
+CODE = compile_program(PROGRAM, [["run", 1], ["syscall", 1]])  # what the run's goroutines do most
+G = 1
 
 
 def rehearse() -> None:
@@ -51,7 +56,7 @@ def rehearse() -> None:
     try:
         os.read(ready_r, 1)  # bound (or gone): the M's hello may go
         stage = HostConfig(endpoint=endpoint, host="rehearsal", guardian_pid=stand_in, arena=scratch,
-                           programs={}, timescale=1.0)
+                           programs={PROGRAM: CODE}, timescale=1.0)
         m = WorkerM(stage, fork_spec(m=0, nextp=-1, slot=0, epoch=0, ts=0.0))
         m.title = getproctitle()  # the forker's: no `gmpsim M0` in ps but the run's own
         try:
@@ -72,17 +77,30 @@ def rehearse() -> None:
 
 
 def _stand_in(endpoint: str, ready_w: int) -> None:
-    """The coordinator's part, in a child: answer one hello with exit."""
+    """The coordinator's part, in a child: the hello gets goroutine G to execute, its system call
+    goes on (cont), and anything else (its goexit) ends the M (exit)."""
     child_after_fork(keep={ready_w})  # not the agent's socket: the forker's end of file is its own
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     try:
         router.bind(endpoint)
         os.close(ready_w)
-        if router.poll(STAND_IN_WAIT_MS):
+        seq, t = 0, ""
+        while t != "exit" and router.poll(STAND_IN_WAIT_MS):
             ident, frame = router.recv_multipart()
-            hello = decode(frame)
-            router.send_multipart([ident, encode("exit", 1, hello["epoch"], re=hello["seq"])])
+            msg = decode(frame)
+            t, fields = _answer(msg["t"])
+            seq += 1
+            router.send_multipart([ident, encode(t, seq, msg["epoch"], re=msg["seq"], **fields)])
     finally:
         router.close(LINGER_MS)
         ctx.term()
+
+
+def _answer(request: str) -> tuple[str, dict]:
+    """The core's answer to the rehearsed M's request, as (type, fields)."""
+    if request == "hello":
+        return "execute", {"g": G, "prog": PROGRAM, "pos": position(), "forks": []}
+    if request in ("entersyscall", "exitsyscall"):
+        return "cont", {"forks": []}
+    return "exit", {}
