@@ -122,6 +122,8 @@ def go_pace(check: bool, n: int = 1000, syscall_us: int = 2_000_000, timescale: 
             "threads_at_0ms": at(0), "ms_per_wall_s": round((at(100) - at(0)) / (0.1 * timescale)),
             "peak_threads": report["ms"]["peak"],
             "newm_to_mstart_p50_us": report["latency_us"]["newm_to_mstart"]["p50"],  # fork + the child's start
+            "newm_to_child_p50_us": report["latency_us"]["newm_to_child"]["p50"],  # the order's way, the clone
+            "child_to_hello_p50_us": report["latency_us"]["child_to_hello"]["p50"],  # connect, hello
             **({"cpu": spent} if cpu else {})}
 
 
@@ -186,7 +188,8 @@ def run_bench(quick: bool, scale_n: int | None = None) -> dict:
         "gmpsim": {"scenario": report["scenario"], "outcome": report["outcome"],
                    "ms_created": report["ms"]["created"],
                    "newm_to_mstart": lat["newm_to_mstart"], "notewakeup_to_running": lat["notewakeup_to_running"],
-                   "notesleep_to_wake": lat["notesleep_to_wake"]},
+                   "notesleep_to_wake": lat["notesleep_to_wake"],
+                   "newm_to_child": lat["newm_to_child"], "child_to_hello": lat["child_to_hello"]},
     }
     per_m = 100 if quick else 1000
     res["floors"]["router_loop"] = router_floor(64, per_m)
@@ -245,6 +248,8 @@ def format_bench(res: dict) -> str:
         row("floor: fork + ZeroMQ hello", fl["fork_hello"]),
         row("floor: template forks on request", fl["template_fork"]),
         row("gmpsim: newm → mstart", g["newm_to_mstart"], "p50", "p99"),
+        row("  newm → the child's mstart", g["newm_to_child"], "p50", "p99"),
+        row("  the child's mstart → its hello", g["child_to_hello"], "p50", "p99"),
         row("multiprocessing forkserver", fl["mp_forkserver"]),
         row("multiprocessing spawn", fl["mp_spawn"]),
         row("floor: ZeroMQ one-way wake", fl["zmq_one_way"]),
@@ -268,6 +273,9 @@ def format_bench(res: dict) -> str:
         f"  creation pace / burst fork floor:      {r['pace_over_burst_fork_floor']}×   (target ≥ 0.8; "
         f"{res['pace']['ms_per_wall_s']}/s against "
         f"{max(fl['template_fork']['burst_per_s'], fl['template_fork_after']['burst_per_s'])}/s)",
+        f"  newm → mstart p50 {res['pace']['newm_to_mstart_p50_us'] or 0:.0f} µs: "
+        f"{res['pace']['newm_to_child_p50_us'] or 0:.0f} to the child's mstart, "
+        f"{res['pace']['child_to_hello_p50_us'] or 0:.0f} from there to its hello",
         f"  at timescale {res['pace_slow']['timescale']:g}: {res['pace_slow']['threads_at_100ms']} threads at 100 ms "
         f"({res['pace_slow']['ms_per_wall_s']}/s: the pace is the machine's, in wall time)",
         _cpu_line(res["pace_slow"].get("cpu")),

@@ -61,6 +61,8 @@ def build_report(sc, res, out, leaks: dict, wall_s: float) -> dict:
         "sysmon": {"retake": st.get("retake", 0), "preempt": st.get("preempt", 0)},
         "latency_us": {
             "newm_to_mstart": rec.newm_to_mstart.summary() if rec else Latency().summary(),
+            "newm_to_child": rec.newm_to_child.summary() if rec else Latency().summary(),
+            "child_to_hello": rec.child_to_hello.summary() if rec else Latency().summary(),
             "notewakeup_to_running": rec.notewakeup_to_running.summary() if rec else Latency().summary(),
             "notesleep_to_wake": rec.notesleep_to_wake.summary() if rec else Latency().summary(),
         },
@@ -114,6 +116,9 @@ def summary(report: dict, out_dir: str) -> str:
     def p(h):
         return "-" if not h["n"] else (f"p50 {h['p50']:.0f}  p90 {h['p90']:.0f}  p99 {h['p99']:.0f}  "
                                        f"p99.9 {h['p99_9']:.0f}  max {h['max']:.0f}  (n={h['n']})")
+
+    def p50(h):
+        return "-" if not h["n"] else f"{h['p50']:.0f}"
     rows = [
         ("scenario", f"{report['scenario']} (seed {report['seed']}, gomaxprocs {report['gomaxprocs']}, "
                      f"timescale {report['timescale']:g})"),
@@ -127,6 +132,8 @@ def summary(report: dict, out_dir: str) -> str:
           if len(ms["per_host"]) > 1 else []),
         ("startm", f"{sm['calls']} calls ({callers}); newm {sm['newm']}, mget {sm['mget']}"),
         ("newm→mstart µs", p(lat["newm_to_mstart"])),
+        ("  its two parts", f"p50 {p50(lat['newm_to_child'])} µs to the child's mstart, "
+                            f"p50 {p50(lat['child_to_hello'])} µs from there to its hello"),
         ("wake→running µs", p(lat["notewakeup_to_running"])),
         ("leaks", f"processes {report['leaks']['processes']}  shm {report['leaks']['shm_segments']}"
                   + (f"  unknown on {', '.join(report['leaks']['unknown_hosts'])}"

@@ -114,7 +114,11 @@ class Intake:
             c.delivery.done(("hello", mid, msg["epoch"]))
             decided = c.rec.fork_decided.pop(mid, None)
             if decided is not None:
-                c.rec.newm_to_mstart.record(mp.host, time.monotonic() - decided)
+                now = time.monotonic()
+                c.rec.newm_to_mstart.record(mp.host, now - decided)
+                if decided <= msg["started"] <= now:  # its clock is this machine's (not another's)
+                    c.rec.newm_to_child.record(mp.host, msg["started"] - decided)
+                    c.rec.child_to_hello.record(mp.host, now - msg["started"])
             c.rec.pids[mid] = msg["pid"]
             c.rec.thread(mid).update(pid=msg["pid"], taint=msg["taint"], started_ms=c.clock.go_ms())
             if mp.pid == 0:

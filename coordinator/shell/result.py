@@ -24,6 +24,9 @@ class Outcome:
 class Recorder:
     """What the loop measures for the report (latencies in wall seconds)."""
     newm_to_mstart: Latency = field(default_factory=Latency)
+    # newm_to_mstart in two, where the M's clock is ours (its hello's `started`, CLOCK_MONOTONIC):
+    newm_to_child: Latency = field(default_factory=Latency)  # the order's way to the child, its clone or wake
+    child_to_hello: Latency = field(default_factory=Latency)  # its mstart to its hello heard: connect, hello
     notewakeup_to_running: Latency = field(default_factory=Latency)
     notesleep_to_wake: Latency = field(default_factory=Latency)  # how long a woken M was blocked
     bad_frames: int = 0

@@ -23,6 +23,8 @@ def test_bench_quick_json(tmp_path):
         assert fl[name]["n"] > 0 and fl[name]["p50_us"] > 0
     assert fl["template_fork"]["burst_per_s"] > 0 and fl["router_loop"]["events_per_s"] > 0
     assert res["gmpsim"]["outcome"] == "ok" and res["gmpsim"]["newm_to_mstart"]["n"] > 0
+    assert res["gmpsim"]["newm_to_child"]["n"] == res["gmpsim"]["child_to_hello"]["n"] == res["gmpsim"]["newm_to_mstart"]["n"]
+    assert res["pace"]["newm_to_child_p50_us"] > 0 and res["pace"]["child_to_hello_p50_us"] > 0
     assert res["throughput"]["outcome"] == "ok" and res["throughput"]["events_per_s"] > 0
     assert res["throughput_checked"]["invariant_checks"] is True and res["throughput_checked"]["trace"] is True
     assert res["throughput_checker"]["invariant_checks"] is True and res["throughput_checker"]["trace"] is False

@@ -50,6 +50,10 @@ def test_syscall_storm_scales_out_through_sysmon(tmp_path):
     assert rep["startm"]["by_caller"].get("retake", 0) > 0  # sysmon retake → handoffp → startm
     lat = rep["latency_us"]
     assert lat["newm_to_mstart"]["n"] == rep["ms"]["created"]
+    # ... in its two parts, for each M (one machine, one clock): to the child's mstart, then to its hello
+    assert lat["newm_to_child"]["n"] == lat["child_to_hello"]["n"] == rep["ms"]["created"]
+    assert 0 < lat["newm_to_child"]["p50"] < lat["newm_to_mstart"]["max"]
+    assert 0 < lat["child_to_hello"]["p50"] < lat["newm_to_mstart"]["max"]
     # Ms parked by exitsyscall are woken by later startm calls, each after some time blocked (its M says how long)
     assert lat["notesleep_to_wake"]["n"] == lat["notewakeup_to_running"]["n"] > 0
     assert lat["notesleep_to_wake"]["p50"] >= 1000
