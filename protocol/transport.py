@@ -29,6 +29,8 @@ from protocol.owner import owner_tag
 SOCKET_NAME = "sched.sock"
 _MAX_IDENTITY_BYTES = 255  # ZeroMQ's limit on a routing id
 _AGENT_PREFIX = b"agent:"
+_SPARE_PREFIX = b"spare:"
+_PID = re.compile(rb"[1-9][0-9]{0,18}")
 _M_IDENTITY = re.compile(rb"m(0|[1-9][0-9]{0,18})\.(0|[1-9][0-9]{0,18})")
 
 
@@ -162,6 +164,18 @@ def m_identity(m: int, epoch: int) -> bytes:
     return b"m%d.%d" % (m, epoch)
 
 
+def spare_identity(host: str, pid: int) -> bytes:
+    """The routing identity of a spare M (worker/spare.py), process ``pid`` of ``host``, connected
+    before it knows which M it will be: ``b"spare:<host>/<pid>"``. Its hello names the M; the
+    coordinator knows the connection as that M's from then on."""
+    if type(pid) is not int or not 0 < pid <= INT64_MAX:
+        raise ValueError(f"spare_identity: pid must be an int > 0, got {show(pid)}")
+    identity = _SPARE_PREFIX + (f"{host}/{pid}".encode("utf-8") if type(host) is str and host else b"")
+    if type(host) is not str or not host or len(identity) > _MAX_IDENTITY_BYTES:
+        raise ValueError(f"spare_identity: host must be a non-empty str that fits a routing id, got {show(host)}")
+    return identity
+
+
 def agent_identity(host: str) -> bytes:
     """The routing identity of the host agent on ``host``: ``b"agent:<host>"``."""
     identity = _AGENT_PREFIX + host.encode("utf-8") if type(host) is str and host else b""
@@ -171,8 +185,9 @@ def agent_identity(host: str) -> bytes:
     return identity
 
 
-def parse_identity(identity: bytes) -> tuple[str, int, int] | tuple[str, str]:
-    """``("m", m, epoch)`` or ``("agent", host)``; ProtocolError for anything else."""
+def parse_identity(identity: bytes) -> tuple[str, int, int] | tuple[str, str] | tuple[str, str, int]:
+    """``("m", m, epoch)``, ``("agent", host)`` or ``("spare", host, pid)``; ProtocolError for
+    anything else."""
     if type(identity) is bytes and len(identity) <= _MAX_IDENTITY_BYTES:
         match = _M_IDENTITY.fullmatch(identity)
         if match:
@@ -184,6 +199,13 @@ def parse_identity(identity: bytes) -> tuple[str, int, int] | tuple[str, str]:
                 return ("agent", identity[len(_AGENT_PREFIX):].decode("utf-8"))
             except UnicodeDecodeError:
                 pass
+        elif identity.startswith(_SPARE_PREFIX):
+            host, _, pid = identity[len(_SPARE_PREFIX):].rpartition(b"/")
+            if host and _PID.fullmatch(pid) and int(pid) <= INT64_MAX:
+                try:
+                    return ("spare", host.decode("utf-8"), int(pid))
+                except UnicodeDecodeError:
+                    pass
     raise ProtocolError(f"unknown peer identity {show(identity)}")
 
 

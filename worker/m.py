@@ -181,7 +181,7 @@ class WorkerM:
 
     def __init__(self, cfg: HostConfig, spec: dict, pre: tuple | None = None):
         self.cfg = cfg
-        self.pre = pre  # (context, unconnected DEALER): made by a spare before it became this M
+        self.pre = pre  # (context, connected DEALER): made by a spare before it became this M
         self.id = spec["m"]
         self.epoch = spec["epoch"]
         self.spec = spec
@@ -279,12 +279,12 @@ class WorkerM:
         """Go's mstart: set up the thread (its own ZeroMQ context and socket), say hello (mstart1),
         then loop in schedule. Never returns but by SystemExit."""
         started = time.monotonic()
-        if self.pre is not None:
-            self.ctx, sock = self.pre
+        if self.pre is not None:  # a spare's: connected already, as the spare (its hello names this M)
+            self.ctx, self.sock = self.pre
         else:
             self.ctx = zmq.Context()
-            sock = dealer_unconnected(self.ctx, self.cfg.curve)
-        self.sock = dealer_connect(sock, self.cfg.endpoint, m_identity(self.id, self.epoch))
+            self.sock = dealer_connect(dealer_unconnected(self.ctx, self.cfg.curve), self.cfg.endpoint,
+                                       m_identity(self.id, self.epoch))
         setproctitle(self.title)  # ps and top; while ZeroMQ's I/O thread connects
         self.guard_fd = os.pidfd_open(self.cfg.guardian_pid)
         self.guard_poll = select.poll()

@@ -1,11 +1,13 @@
-"""Spare Ms: processes the forker forks ahead, each waiting with its ZeroMQ context and DEALER made,
-until newosproc hands one the spec of a new M (its clone, then, is a message: ~0.05 ms instead of
-a fork and the child's set-up, 3-15 ms in a burst on two cores).
+"""Spare Ms: processes the forker forks ahead, each waiting with its ZeroMQ context made and its
+DEALER connected to the coordinator (as `spare:<host>/<pid>`), until newosproc hands one the spec of
+a new M (its clone, then, is a message: ~0.05 ms instead of a fork and the child's set-up, 3-15 ms
+in a burst on two cores).
 
 Go's clone costs ~10-50 µs; a forked M's start costs a hundred times that, so at timescale 10 newm
 took 1-2 ms of Go time and Ms came at half Go's pace (issue 11). A spare does the slow part (fork,
-child_after_fork, ZeroMQ's context and its threads, the socket) before newm asks; what is left on
-newm's path is what Go has too: the new thread's first run (here: connect, and hello to the core).
+child_after_fork, ZeroMQ's context and its threads, the socket and its connection's handshake)
+before newm asks; what is left on newm's path is what Go has too: the new thread's first run (here:
+its hello to the core, which binds the connection to the M it names: coordinator/shell/intake.py).
 A spare is a real forked process, and once handed its spec an M like any other. Go has no spares;
 `spare_ms = 0` in a scenario forks every M on newosproc, as before.
 
@@ -16,6 +18,7 @@ any M does. The forker forks a spare only when the machine-limit guard allows on
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import socket
 
@@ -25,7 +28,7 @@ from setproctitle import setproctitle
 
 from protocol import titles
 from protocol.bare_fork import fork
-from protocol.transport import dealer_unconnected
+from protocol.transport import dealer_connect, dealer_unconnected, spare_identity
 
 from . import machine_limits
 from .m import HostConfig, child_after_fork, fork_m, run_child, start_m
@@ -113,7 +116,10 @@ def _spare(cfg: HostConfig, sock: socket.socket) -> None:
     set_pdeathsig(signal.SIGKILL)  # not yet an M: it goes with its forker (dead already: end of file below)
     setproctitle(titles.spare_title(cfg.host))
     ctx = zmq.Context()
-    pre = (ctx, dealer_unconnected(ctx, cfg.curve))  # ZeroMQ's I/O and reaper threads start here
+    # ZeroMQ's I/O and reaper threads start here. Connected now, under a spare's name: the connection
+    # is made, and its handshake done, before the M it will be is asked for (its hello names the M).
+    pre = (ctx, dealer_connect(dealer_unconnected(ctx, cfg.curve), cfg.endpoint,
+                               spare_identity(cfg.host, os.getpid())))
     spec = sock.recv(MAX_SPEC)
     if not spec:  # the forker closed it: never adopted
         raise SystemExit(0)

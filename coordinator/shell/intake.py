@@ -37,6 +37,10 @@ class Intake:
             c.wire.bad_frame(ident, e)
             return
         t = msg["t"]
+        if who[0] == "spare":  # a spare M's connection, made before it knew which M it would be
+            who = self.adopted(ident, who, msg)
+            if who is None:
+                return
         if who[0] == "m":
             if t not in M_SENDS or msg["m"] != who[1] or msg["epoch"] != who[2]:
                 c.wire.bad_frame(ident, f"{t} does not fit sender m{who[1]}.{who[2]}")
@@ -51,6 +55,28 @@ class Intake:
                 self.handle_msg(m)
         else:
             self.handle_msg(msg)
+
+    def adopted(self, ident: bytes, who: tuple, msg: dict) -> tuple | None:
+        """The M a spare's connection (worker/spare.py) carries, as ("m", m, epoch): named by its
+        hello, which binds the connection to an M forked on the spare's host and not yet heard
+        (not to one already started: a peer must not take over a live M), and known by it from
+        then on. None, a bad frame, for anything else."""
+        c = self.loop
+        bound = c.wire.spare_bound.get(ident)
+        if bound is not None:
+            return ("m", *bound)
+        if msg["t"] != "hello":
+            c.wire.bad_frame(ident, f"{msg['t']} from a spare M before its hello")
+            return None
+        mid, epoch = msg["m"], msg["epoch"]
+        mp = c.sched.allm.get(mid)
+        if mp is not None and mp.epoch == epoch and not mp.virtual:
+            if mp.host != who[1] or mp.started:
+                c.wire.bad_frame(ident, f"hello for M{mid} from a spare on {who[1]}: "
+                                        + ("that M has started" if mp.started else f"it is an M of {mp.host}"))
+                return None
+            c.wire.spare_bound[ident] = (mid, epoch)
+        return ("m", mid, epoch)  # a stale or dead incarnation's: refused as any (from_m)
 
     def handle_msg(self, msg: dict) -> None:
         c = self.loop

@@ -28,6 +28,7 @@ class Wire:
         self.trusted = TRUSTED_ENCODE
         self.seq = 0
         self.m_ident: dict[int, bytes] = {}  # M id -> the identity of its last message
+        self.spare_bound: dict[bytes, tuple[int, int]] = {}  # a spare's identity -> the (M, epoch) its hello named
 
     def raw_send(self, identity: bytes, frame: bytes) -> None:
         try:

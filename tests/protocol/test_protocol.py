@@ -16,7 +16,16 @@ from hypothesis import strategies as st
 from protocol.codec import MAX_FRAME_BYTES, ProtocolError, decode, encode
 from protocol.messages import MESSAGES, TYPES, VERSION, fork_spec, position
 from protocol.throw import Throw
-from protocol.transport import agent_identity, dealer, m_identity, make_rundir, parse_identity, router, rundir_endpoint
+from protocol.transport import (
+    agent_identity,
+    dealer,
+    m_identity,
+    make_rundir,
+    parse_identity,
+    router,
+    rundir_endpoint,
+    spare_identity,
+)
 
 POS = position(pc=3, loops=[2, 0], left=5)
 FORK = fork_spec(m=2, nextp=1, spinning=True, slot=4, epoch=1, ts=12.5)
@@ -284,10 +293,21 @@ def test_agent_identity_round_trips(host):
     assert parse_identity(identity) == ("agent", host)
 
 
+@given(st.text(min_size=1, max_size=60), st.integers(1, 2**63 - 1))
+def test_spare_identity_round_trips(host, pid):
+    try:
+        identity = spare_identity(host, pid)
+    except ValueError:  # unencodable (lone surrogates)
+        return
+    assert parse_identity(identity) == ("spare", host, pid)
+
+
 @pytest.mark.parametrize("junk", [
     b"", b"x", b"m", b"m1", b"m1.", b"m.1", b"m01.0", b"m1.00", b"m-1.0", b"m+1.0", b"m1_0.0",
     b"m1.0 ", b" m1.0", b"m1.0\n", b"m99999999999999999999.0", b"m9223372036854775808.0",
     b"agent:", b"agent", b"agent:\xff", b"Agent:h", b"a" * 300, "m1.0", None,
+    b"spare:", b"spare:h", b"spare:h/", b"spare:/1", b"spare:h/0", b"spare:h/01", b"spare:h/-1", b"spare:h/1 ",
+    b"spare:\xff/1", b"spare:h/99999999999999999999",
 ])
 def test_parse_identity_rejects_junk(junk):
     with pytest.raises(ProtocolError, match="unknown peer identity"):
@@ -310,6 +330,9 @@ def test_identity_constructors_refuse_bad_arguments():
     for host in ["", "h" * 250, None]:
         with pytest.raises(ValueError):
             agent_identity(host)
+    for host, pid in [("", 1), (None, 1), ("h" * 250, 1), ("h", 0), ("h", -1), ("h", True), ("h", 1.0)]:
+        with pytest.raises(ValueError):
+            spare_identity(host, pid)
 
 
 # --- transport over real sockets ------------------------------------------------------------

@@ -127,7 +127,8 @@ def test_wire_refuses_sizes_beyond_the_run():
 def test_squatted_m_identities_do_not_stall_silently(tmp_path):
     """--insecure: a peer takes the identities of Ms before they connect (the ROUTER refuses the
     real M then). Each such M is killed and forked again under a new incarnation, said in the log;
-    the run ends ok."""
+    the run ends ok. No spares: a spare connects under its own name (spare:<host>/<pid>), which a
+    squatter would have to guess; the rule for a hello that never comes is the same."""
     port = _free_port()
     out = tmp_path / "run"
     ctx = zmq.Context()
@@ -141,7 +142,7 @@ def test_squatted_m_identities_do_not_stall_silently(tmp_path):
         s.connect(f"tcp://127.0.0.1:{port}")
         squatters.append(s)
     coord = subprocess.Popen([*GMPSIM, "coordinator", "steady", "--listen", f"tcp://127.0.0.1:{port}", "--insecure",
-                              "--out", str(out), "--no-progress", "--set", "timescale=50"],
+                              "--out", str(out), "--no-progress", "--set", "timescale=50", "--set", "spare_ms=0"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     agent = None
     try:

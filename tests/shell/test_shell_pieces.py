@@ -115,3 +115,23 @@ def test_result_is_what_the_report_reads(coord):
     res = coord.result()
     assert res.sched is coord.sched and res.arenas == ["gmpsim-test-h1", "gmpsim-test-h2"]
     assert res.agent_up == {"h1": True, "h2": True}
+
+
+def test_a_spares_connection_is_bound_to_the_m_its_hello_names(coord):
+    """A spare M connects as spare:<host>/<pid> before it knows which M it will be (worker/spare.py):
+    its hello binds the connection to that M, if the M was forked on the spare's host and has not
+    started; before its hello it may say nothing else, and no second peer takes a started M over."""
+    from protocol.transport import spare_identity
+    mp = coord.sched.allm[0]
+    other = "h2" if mp.host == "h1" else "h1"
+    hello = dict(m=0, pid=555, host=mp.host, started=time.monotonic(), taint="")
+    before = coord.rec.bad_frames
+    coord.intake.on_frame(spare_identity(mp.host, 554), encode("heartbeat", 1, mp.epoch, m=0))  # not first
+    coord.intake.on_frame(spare_identity(other, 555), encode("hello", 1, mp.epoch, **hello))  # another host's
+    assert coord.rec.bad_frames == before + 2 and not mp.started
+    ident = spare_identity(mp.host, 555)
+    coord.intake.on_frame(ident, encode("hello", 1, mp.epoch, **hello))
+    assert mp.started and coord.wire.spare_bound[ident] == (0, mp.epoch) and coord.wire.m_ident[0] == ident
+    assert coord.wire.sock.types_to(ident)  # answered, at the spare's connection
+    coord.intake.on_frame(spare_identity(mp.host, 556), encode("hello", 1, mp.epoch, **hello))  # a squatter
+    assert coord.rec.bad_frames == before + 3 and coord.wire.m_ident[0] == ident
