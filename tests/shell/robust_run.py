@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from coordinator.shell.procfs import descendants, title
+from protocol.titles import is_m_title
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN_LINE = re.compile(r"run (\w+): scenario .* endpoint (ipc://\S+)")
 
@@ -54,3 +57,9 @@ def stop(proc: subprocess.Popen) -> None:
             proc.kill()
             proc.wait(5)
 
+
+
+def ms_under(root: int) -> list[int]:
+    """The Ms (`gmpsim M<id>`) among root's descendants: not the agent, its forker, the spares, nor
+    the forker's rehearsal stand-in (a count of processes is reached before the run is under way)."""
+    return [p for p in descendants(root) if is_m_title(title(p))]

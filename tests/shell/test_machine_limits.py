@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from coordinator.shell.procfs import title
+from protocol.titles import is_m_title
 from tests.pids_cgroup import in_cgroup, pids_cgroup, pids_root
 
 pytestmark = pytest.mark.processes
@@ -142,7 +144,8 @@ def test_an_agent_restarted_after_its_arena_is_gone_ends_the_run_fatal(tmp_path)
         while time.monotonic() < deadline and arena is None:
             for c in _children(proc.pid):
                 # the agent: it maps the arena, and its forker (spawned as it starts) has forked Ms
-                if any(_children(f) for f in _children(c)) and _arena_of(c):
+                # (by title: its first child is its rehearsal's stand-in, before the agent's hello)
+                if any(is_m_title(title(m)) for f in _children(c) for m in _children(f)) and _arena_of(c):
                     agent, arena = c, _arena_of(c)
             time.sleep(0.1)
         assert arena, "no agent with an arena and Ms"

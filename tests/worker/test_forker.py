@@ -10,7 +10,7 @@ import sys
 
 from coordinator.shell.procfs import descendants, processes
 from coordinator.shell.procfs import title as _name
-from tests.shell.robust_run import ROOT, start_run, stop, wait_for
+from tests.shell.robust_run import ROOT, ms_under, start_run, stop, wait_for
 
 pytestmark = __import__("pytest").mark.processes
 
@@ -50,7 +50,7 @@ def test_a_killed_forker_is_replaced_and_the_run_ends_ok(tmp_path):
     proc, console = start_run(out, "--set", "time_limit_s=60")
     try:
         (first, _), = wait_for("a forker", lambda: _forkers(proc.pid), 30, proc)
-        wait_for("Ms", lambda: len(descendants(proc.pid)) >= 5, 30, proc)
+        wait_for("Ms", lambda: len(ms_under(proc.pid)) >= 3, 30, proc)
         os.kill(first, signal.SIGKILL)
         wait_for("another forker", lambda: [p for p, _ in _forkers(proc.pid) if p != first], 10, proc)
         assert proc.wait(90) == 0
