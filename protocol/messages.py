@@ -252,6 +252,11 @@ FORK = record("fork spec", {"m": NAT, "nextp": integer(-1), "spinning": BOOL, "s
                             "epoch": NAT, "ts": FLOAT, "template": BOOL, "fail": NAT, "retry": BOOL,
                             "delay_us": NAT})
 FRAME = record("g0 frame", {"depth": NAT, "goid": INT, "fn": STR, "time": FLOAT, "live": BOOL, "sp": NAT})
+# The g0 frame of a forked M making its ZeroMQ threads, before its mstart: an M's OS thread is a
+# process and those two threads, so until they exist its clone is not done. An M that dies of
+# SIGABRT in it (libzmq aborts when pthread_create fails: a task limit) failed its clone, and the
+# coordinator says so as Go's newosproc does (fatal), instead of making another M that dies alike.
+CLONE_FRAME = "runtime.clone"
 FORKS = list_of(FORK, 1024)
 PROGRAMS = str_map(any_list(100_000), 10_000)  # compiled goroutine programs, by name
 CONFIG = str_map(ANY, 64)

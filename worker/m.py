@@ -28,7 +28,7 @@ from setproctitle import setproctitle
 from protocol import titles
 from protocol.bare_fork import fork
 from protocol.codec import ProtocolError, decode, encode
-from protocol.messages import REPLIES
+from protocol.messages import CLONE_FRAME, REPLIES
 from protocol.throw import Throw
 from protocol.timing import RETRY_ON_EAGAIN_TRIES
 from protocol.transport import Curve, dealer_connect, dealer_unconnected, m_identity
@@ -282,9 +282,10 @@ class WorkerM:
         if self.pre is not None:  # a spare's: connected already, as the spare (its hello names this M)
             self.ctx, self.sock = self.pre
         else:
-            self.ctx = zmq.Context()
-            self.sock = dealer_connect(dealer_unconnected(self.ctx, self.cfg.curve), self.cfg.endpoint,
-                                       m_identity(self.id, self.epoch))
+            with self.g0.systemstack(CLONE_FRAME):  # ZeroMQ's two threads start here: the clone's end
+                self.ctx = zmq.Context()
+                self.sock = dealer_connect(dealer_unconnected(self.ctx, self.cfg.curve), self.cfg.endpoint,
+                                           m_identity(self.id, self.epoch))
         setproctitle(self.title)  # ps and top; while ZeroMQ's I/O thread connects
         self.guard_fd = os.pidfd_open(self.cfg.guardian_pid)
         self.guard_poll = select.poll()

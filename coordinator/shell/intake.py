@@ -2,13 +2,15 @@
 and routed to what handles them (the core, the hosts, delivery's bookkeeping)."""
 from __future__ import annotations
 
+import signal
 import time
+from errno import EAGAIN
 
 import zmq
 
 from coordinator.observe.report import FORKFAIL_CAUSES
 from protocol.codec import ProtocolError, decode
-from protocol.messages import AGENT_SENDS, M_SENDS
+from protocol.messages import AGENT_SENDS, CLONE_FRAME, M_SENDS
 from protocol.transport import parse_identity
 
 
@@ -181,6 +183,10 @@ class Intake:
                 return  # the agent itself is done (shutdown)
             c.rec.thread(msg["m"]).update(gone_ms=c.clock.go_ms(), status=msg["status"])
             self.postmortem(msg)
+            if self.died_in_its_clone(msg):
+                self.forkfail({"child": msg["m"], "cepoch": c.sched.allm[msg["m"]].epoch, "errno": EAGAIN,
+                               "cause": "clone", "limit": ""})
+                return
             c.event(msg, None)
 
     def forked(self, msg: dict) -> None:
@@ -207,6 +213,14 @@ class Intake:
         cause = msg["cause"] if msg["cause"] in FORKFAIL_CAUSES else "fault"
         self.loop.event({"t": "forkfail", "m": msg["child"], "child": msg["child"], "cepoch": msg["cepoch"],
                          "errno": msg["errno"], "cause": cause, "limit": msg["limit"]}, None)
+
+    def died_in_its_clone(self, msg: dict) -> bool:
+        """Did this M's process die of SIGABRT in its clone (protocol.messages.CLONE_FRAME), before
+        its mstart: its ZeroMQ threads could not be made (EAGAIN at a task limit)?"""
+        mp = self.loop.sched.allm.get(msg["m"])
+        frames = msg["frames"]
+        return (mp is not None and not mp.started and not mp.virtual and msg["status"] == -signal.SIGABRT
+                and bool(frames) and frames[-1]["live"] and frames[-1]["fn"] == CLONE_FRAME)
 
     def postmortem(self, msg: dict) -> None:
         """The crash dump of a thread: its last g0 frames, read from the arena by its agent."""

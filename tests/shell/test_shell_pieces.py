@@ -135,3 +135,31 @@ def test_a_spares_connection_is_bound_to_the_m_its_hello_names(coord):
     assert coord.wire.sock.types_to(ident)  # answered, at the spare's connection
     coord.intake.on_frame(spare_identity(mp.host, 556), encode("hello", 1, mp.epoch, **hello))  # a squatter
     assert coord.rec.bad_frames == before + 3 and coord.wire.m_ident[0] == ident
+
+
+def _mexited(mp, status: int, fn: str) -> bytes:
+    frame = {"depth": 0, "goid": -1, "fn": fn, "time": time.monotonic(), "live": True, "sp": 8128}
+    return encode("mexited", 9, 0, m=mp.id, pid=4242, status=status, frames=[frame])
+
+
+def test_an_m_that_dies_of_sigabrt_in_its_clone_is_gos_newosproc_fatal(coord):
+    """An M whose process aborts while its ZeroMQ threads are made (CLONE_FRAME live, SIGABRT: libzmq's
+    pthread_create failed at a task limit) failed its clone: fatal newosproc with Go's lines, as a
+    failed fork is, not an M death that another M would follow into the same wall."""
+    from protocol.messages import CLONE_FRAME
+    mp = coord.sched.allm[0]
+    assert not mp.started
+    coord.intake.on_frame(f"agent:{mp.host}/{101 if mp.host == 'h1' else 202}".encode(),
+                          _mexited(mp, -6, CLONE_FRAME))
+    assert coord.done and coord.out.outcome == "fatal" and coord.out.fatal_message == "newosproc"
+    assert coord.sched.stats.get("newosproc_failed.clone") == 1
+
+
+def test_an_m_killed_in_its_clone_is_an_ordinary_death(coord):
+    """The same frame, but SIGKILL (a fault, an operator): an M death like any (no fatal)."""
+    from protocol.messages import CLONE_FRAME
+    mp = coord.sched.allm[0]
+    coord.intake.on_frame(f"agent:{mp.host}/{101 if mp.host == 'h1' else 202}".encode(),
+                          _mexited(mp, -9, CLONE_FRAME))
+    assert not (coord.done and coord.out.outcome == "fatal")
+    assert coord.rec.deaths and coord.rec.deaths[-1]["status"] == -9
