@@ -74,6 +74,11 @@ def _run_forged(tmp_path, keys=None):
             s.send(_raw("agent_hello", seq, 424242, host="a", pid=424242, arena="gmpsim-x", **hello))
         _, m = _forger(port, b"m1.1", curve)
         m.send(encode("goexit", 1, 1, m=1, g=1, pos={"pc": 99, "loops": [], "left": 0}))
+        # a forged spare: a message before any hello (a bad frame, always), then a hello for M1,
+        # which has started by now or is not its to take (a bad frame, or refused as stale)
+        _, spare = _forger(port, b"spare:a/999999", curve)
+        spare.send(encode("heartbeat", 1, 1, m=1))
+        spare.send(encode("hello", 2, 1, m=1, pid=999999, host="a", started=time.monotonic(), taint=""))
         # forged goodbyes all along, through the coordinator's shutdown (collect_byes)
         deadline = time.monotonic() + 90
         while coord.poll() is None and time.monotonic() < deadline:
@@ -83,6 +88,7 @@ def _run_forged(tmp_path, keys=None):
         stdout, stderr = coord.communicate(timeout=30)
         agent.wait(30)
         m.close(0)
+        spare.close(0)
     finally:
         for p in (coord, agent):
             if p.poll() is None:
@@ -104,7 +110,7 @@ def test_forged_peer_changes_nothing(tmp_path, mode):
     assert rep["outcome"] == "ok" and rep["goroutines"]["lost"] == 0 and rep["ms"]["died"] == 0
     assert rep["leaks"]["processes"] == 0 and rep["leaks"]["shm_segments"] == 0
     assert rep["ms"]["per_host"].keys() == {"a"}
-    assert rep["protocol"]["bad_frames"] >= 2  # the two oversized hellos
+    assert rep["protocol"]["bad_frames"] >= 3  # the two oversized hellos, the spare's word before its hello
     assert ("warning: --insecure" in stderr) == (mode == "insecure")
 
 
