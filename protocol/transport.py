@@ -170,8 +170,8 @@ def spare_identity(host: str, pid: int) -> bytes:
     coordinator knows the connection as that M's from then on."""
     if type(pid) is not int or not 0 < pid <= INT64_MAX:
         raise ValueError(f"spare_identity: pid must be an int > 0, got {show(pid)}")
-    identity = _SPARE_PREFIX + (f"{host}/{pid}".encode("utf-8") if type(host) is str and host else b"")
-    if type(host) is not str or not host or len(identity) > _MAX_IDENTITY_BYTES:
+    identity = _SPARE_PREFIX + f"{host}/{pid}".encode("utf-8") if type(host) is str and host else b""
+    if not identity or len(identity) > _MAX_IDENTITY_BYTES:
         raise ValueError(f"spare_identity: host must be a non-empty str that fits a routing id, got {show(host)}")
     return identity
 

@@ -12,10 +12,10 @@ machine's memory per live M (1,000 blocked Ms: 2,408-2,422 kB against 2,575-2,62
 The rehearsal is a real M's life in short (`WorkerM.mstart`: its own ZeroMQ context and DEALER,
 hello; a goroutine that computes, blocks in a system call and returns; then Go's mexit) against a
 stand-in coordinator: a child forked first (one thread still), whose ROUTER, on an abstract ipc
-address (no file), answers as the core would. The stand-in is
-the rehearsed M's guardian, so a rehearsal whose answer never comes ends when the stand-in does
-(after STAND_IN_WAIT_MS). The M keeps the forker's name in ps, and its g0 stack is a private
-scratch slot, not one of the host's arena. Once it is over, the forker has one thread again (the
+address (no file), answers as the core would. The stand-in is the rehearsed M's guardian, so a
+rehearsal whose answer never comes ends when the stand-in does (after STAND_IN_WAIT_MS). The M
+keeps the forker's name in ps, and its g0 stack is a private scratch slot, not one of the host's
+arena. Once it is over, the forker has one thread again (the
 M's context ended in its mexit), so it still forks bare (protocol/bare_fork.py).
 """
 from __future__ import annotations

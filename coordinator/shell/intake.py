@@ -183,9 +183,10 @@ class Intake:
                 return  # the agent itself is done (shutdown)
             c.rec.thread(msg["m"]).update(gone_ms=c.clock.go_ms(), status=msg["status"])
             self.postmortem(msg)
-            if self.died_in_its_clone(msg):
-                self.forkfail({"child": msg["m"], "cepoch": c.sched.allm[msg["m"]].epoch, "errno": EAGAIN,
-                               "cause": "clone", "limit": ""})
+            unborn = self.died_in_its_clone(msg)
+            if unborn is not None:
+                self.forkfail({"child": unborn.id, "cepoch": unborn.epoch, "errno": EAGAIN, "cause": "clone",
+                               "limit": ""})
                 return
             c.event(msg, None)
 
@@ -214,13 +215,15 @@ class Intake:
         self.loop.event({"t": "forkfail", "m": msg["child"], "child": msg["child"], "cepoch": msg["cepoch"],
                          "errno": msg["errno"], "cause": cause, "limit": msg["limit"]}, None)
 
-    def died_in_its_clone(self, msg: dict) -> bool:
-        """Did this M's process die of SIGABRT in its clone (protocol.messages.CLONE_FRAME), before
-        its mstart: its ZeroMQ threads could not be made (EAGAIN at a task limit)?"""
+    def died_in_its_clone(self, msg: dict):
+        """The M whose process died of SIGABRT in its clone (protocol.messages.CLONE_FRAME), before
+        its mstart: its ZeroMQ threads could not be made (EAGAIN at a task limit); else None."""
         mp = self.loop.sched.allm.get(msg["m"])
         frames = msg["frames"]
-        return (mp is not None and not mp.started and not mp.virtual and msg["status"] == -signal.SIGABRT
-                and bool(frames) and frames[-1]["live"] and frames[-1]["fn"] == CLONE_FRAME)
+        if (mp is not None and not mp.started and not mp.virtual and msg["status"] == -signal.SIGABRT
+                and frames and frames[-1]["live"] and frames[-1]["fn"] == CLONE_FRAME):
+            return mp
+        return None
 
     def postmortem(self, msg: dict) -> None:
         """The crash dump of a thread: its last g0 frames, read from the arena by its agent."""
